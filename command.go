@@ -1,0 +1,129 @@
+package tether
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// TargetType says what a command request is aimed at.
+type TargetType string
+
+// Target types.
+const (
+	TargetAgent  TargetType = "agent"
+	TargetGroup  TargetType = "group"
+	TargetServer TargetType = "server"
+)
+
+// Target is what a command request is aimed at.
+type Target struct {
+	Type TargetType
+	ID   string
+}
+
+// Action is what a command asks for: a named action with JSON arguments.
+type Action struct {
+	Name string
+	// Args is a JSON object (nil: no arguments).
+	Args json.RawMessage
+	// Version of the action's argument schema ("" for the current one).
+	Version string
+}
+
+// CommandRequest is what a person or tool asked for. It is expanded into one
+// Order per target agent when it is created.
+type CommandRequest struct {
+	ID      string
+	Target  Target
+	Action  Action
+	Timeout time.Duration
+	// Source is the kind of caller: "user" or "service".
+	Source string
+	// User is the name of the token that created the request.
+	User      string
+	CreatedAt time.Time
+}
+
+// OrderStatus is where an order is in its life.
+type OrderStatus string
+
+// Order statuses. The only transitions are pending → sent, pending → success
+// | failure, sent → success | failure (see Transition).
+const (
+	OrderPending OrderStatus = "pending"
+	OrderSent    OrderStatus = "sent"
+	OrderSuccess OrderStatus = "success"
+	OrderFailure OrderStatus = "failure"
+)
+
+// Finished reports whether s is a final status.
+func (s OrderStatus) Finished() bool { return s == OrderSuccess || s == OrderFailure }
+
+// Valid reports whether s is a known status.
+func (s OrderStatus) Valid() bool {
+	switch s {
+	case OrderPending, OrderSent, OrderSuccess, OrderFailure:
+		return true
+	}
+	return false
+}
+
+// Transition returns nil when an order may move from one status to another,
+// and an ECONFLICT error naming both otherwise. It is the one place the
+// order life cycle is defined; stores enforce it with conditional updates.
+func Transition(from, to OrderStatus) error {
+	ok := false
+	switch from {
+	case OrderPending:
+		ok = to == OrderSent || to == OrderSuccess || to == OrderFailure
+	case OrderSent:
+		ok = to == OrderSuccess || to == OrderFailure
+	}
+	if !ok {
+		return Errorf(ECONFLICT, "order cannot go from %q to %q", from, to)
+	}
+	return nil
+}
+
+// Result is the outcome of an order.
+type Result struct {
+	Code    int
+	Message string
+	// Data is any JSON value (nil: none).
+	Data json.RawMessage
+}
+
+// Order is one command request's work for one agent.
+type Order struct {
+	ID        string
+	RequestID string
+	AgentID   string
+	Action    Action
+	Status    OrderStatus
+	Result    Result
+	// User who created the request (copied for the agent's logs).
+	User string
+	// CreatedAt is when the order was created; SentAt when it was first
+	// delivered; ReceivedAt when the agent confirmed it stored it;
+	// FinishedAt when it reached a final status; TimeoutAt the end of its
+	// time window.
+	CreatedAt  time.Time
+	SentAt     time.Time
+	ReceivedAt time.Time
+	FinishedAt time.Time
+	TimeoutAt  time.Time
+	// Attempts counts deliveries.
+	Attempts int
+}
+
+// CommandFilter selects command requests in a list.
+type CommandFilter struct {
+	// AgentID, when set, keeps requests with an order for that agent.
+	AgentID string
+	// Status, when set, keeps requests with at least one order in it.
+	Status OrderStatus
+	// Before, when set, keeps requests created before it (pagination).
+	Before time.Time
+	// Limit caps the number returned (0: the store default, 100).
+	Limit int
+}
