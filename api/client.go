@@ -104,11 +104,17 @@ func (e *APIError) Error() string {
 }
 
 // Do sends a request with a JSON body (nil for none) and decodes a JSON
-// answer into out (nil to discard it). Non-2xx answers become *APIError;
+// answer into out (nil to discard it). path is URL-escaped: escape each
+// variable segment with url.PathEscape. Non-2xx answers become *APIError;
 // transport failures are described in one line.
 func (c *Client) Do(ctx context.Context, method, path string, query url.Values, body, out any) error {
+	unescaped, err := url.PathUnescape(path)
+	if err != nil {
+		return fmt.Errorf("request path %q: %w", path, err)
+	}
 	u := *c.base
-	u.Path = c.base.Path + path
+	u.Path = c.base.Path + unescaped
+	u.RawPath = c.base.EscapedPath() + path
 	if len(query) > 0 {
 		u.RawQuery = query.Encode()
 	}

@@ -1,0 +1,255 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// Order statuses, as the management API spells them.
+const (
+	StatusPending = "pending"
+	StatusSent    = "sent"
+	StatusSuccess = "success"
+	StatusFailure = "failure"
+)
+
+// OrderFinished reports whether an order status is final.
+func OrderFinished(status string) bool {
+	return status == StatusSuccess || status == StatusFailure
+}
+
+// Finished reports whether every order of c reached a final status. A
+// command without orders is not finished.
+func (c *Command) Finished() bool {
+	if len(c.Orders) == 0 {
+		return false
+	}
+	for _, o := range c.Orders {
+		if !OrderFinished(o.Status) {
+			return false
+		}
+	}
+	return true
+}
+
+// Counts returns how many of c's orders finished, succeeded and failed.
+func (c *Command) Counts() (finished, success, failure int) {
+	for _, o := range c.Orders {
+		switch o.Status {
+		case StatusSuccess:
+			success++
+		case StatusFailure:
+			failure++
+		}
+	}
+	return success + failure, success, failure
+}
+
+// CreateEnrollmentToken creates an enrollment token. The answer is the only
+// one that carries the token's secret (EnrollmentToken.Token).
+func (c *Client) CreateEnrollmentToken(ctx context.Context, req CreateEnrollmentTokenRequest) (*EnrollmentToken, error) {
+	var out EnrollmentToken
+	if err := c.Do(ctx, http.MethodPost, "/api/v1/enrollment-tokens", nil, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// ListEnrollmentTokens lists enrollment tokens; includeRevoked also returns
+// revoked, expired and used-up ones.
+func (c *Client) ListEnrollmentTokens(ctx context.Context, includeRevoked bool) (*EnrollmentTokenList, error) {
+	var q url.Values
+	if includeRevoked {
+		q = url.Values{"all": {"true"}}
+	}
+	var out EnrollmentTokenList
+	if err := c.Do(ctx, http.MethodGet, "/api/v1/enrollment-tokens", q, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// RevokeEnrollmentToken revokes an enrollment token by id.
+func (c *Client) RevokeEnrollmentToken(ctx context.Context, id string) error {
+	if id == "" {
+		return errors.New("revoke enrollment token: empty id")
+	}
+	return c.Do(ctx, http.MethodDelete, "/api/v1/enrollment-tokens/"+url.PathEscape(id), nil, nil, nil)
+}
+
+// AgentQuery filters ListAgents. Zero fields do not filter.
+type AgentQuery struct {
+	// Status is active, disconnected or enrolled.
+	Status string
+	// Group keeps agents in that group.
+	Group string
+	// Name keeps agents whose name starts with it.
+	Name string
+	// Limit caps the page size (0: the server default).
+	Limit int
+	// After is the AgentList.Next of the previous page.
+	After string
+}
+
+func (q AgentQuery) values() url.Values {
+	v := url.Values{}
+	setNonEmpty(v, "status", q.Status)
+	setNonEmpty(v, "group", q.Group)
+	setNonEmpty(v, "name", q.Name)
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	setNonEmpty(v, "after", q.After)
+	return v
+}
+
+// ListAgents returns one page of agents.
+func (c *Client) ListAgents(ctx context.Context, q AgentQuery) (*AgentList, error) {
+	var out AgentList
+	if err := c.Do(ctx, http.MethodGet, "/api/v1/agents", q.values(), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// GetAgent returns one agent.
+func (c *Client) GetAgent(ctx context.Context, id string) (*Agent, error) {
+	if id == "" {
+		return nil, errors.New("get agent: empty id")
+	}
+	var out Agent
+	if err := c.Do(ctx, http.MethodGet, "/api/v1/agents/"+url.PathEscape(id), nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// DeleteAgent removes an agent; its credentials stop working.
+func (c *Client) DeleteAgent(ctx context.Context, id string) error {
+	if id == "" {
+		return errors.New("delete agent: empty id")
+	}
+	return c.Do(ctx, http.MethodDelete, "/api/v1/agents/"+url.PathEscape(id), nil, nil, nil)
+}
+
+// AgentState returns the state documents of an agent, of every module when
+// module is empty.
+func (c *Client) AgentState(ctx context.Context, id, module string) (*StateList, error) {
+	if id == "" {
+		return nil, errors.New("agent state: empty id")
+	}
+	path := "/api/v1/agents/" + url.PathEscape(id) + "/state"
+	if module != "" {
+		path += "/" + url.PathEscape(module)
+	}
+	var out StateList
+	if err := c.Do(ctx, http.MethodGet, path, nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// CreateCommand creates a command request; the answer carries its orders.
+func (c *Client) CreateCommand(ctx context.Context, req CreateCommandRequest) (*Command, error) {
+	var out Command
+	if err := c.Do(ctx, http.MethodPost, "/api/v1/commands", nil, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// CommandQuery filters ListCommands. Zero fields do not filter.
+type CommandQuery struct {
+	// AgentID keeps commands with an order for that agent.
+	AgentID string
+	// Status keeps commands with at least one order in that status.
+	Status string
+	// Limit caps the number returned (0: the server default).
+	Limit int
+}
+
+func (q CommandQuery) values() url.Values {
+	v := url.Values{}
+	setNonEmpty(v, "agent", q.AgentID)
+	setNonEmpty(v, "status", q.Status)
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	return v
+}
+
+// ListCommands lists command requests, newest first, without their orders.
+func (c *Client) ListCommands(ctx context.Context, q CommandQuery) (*CommandList, error) {
+	var out CommandList
+	if err := c.Do(ctx, http.MethodGet, "/api/v1/commands", q.values(), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// GetCommand returns a command request with its orders.
+func (c *Client) GetCommand(ctx context.Context, id string) (*Command, error) {
+	if id == "" {
+		return nil, errors.New("get command: empty id")
+	}
+	var out Command
+	if err := c.Do(ctx, http.MethodGet, "/api/v1/commands/"+url.PathEscape(id), nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// WaitCommand polls GetCommand every `every` (default 1s) until every order
+// of the command finished (success or failure), and returns the last answer.
+// progress, when not nil, is called with each answer, the last included. It
+// returns ctx's error, wrapped, when ctx ends first; a failed poll ends the
+// wait with that error.
+func (c *Client) WaitCommand(ctx context.Context, id string, every time.Duration, progress func(*Command)) (*Command, error) {
+	if every <= 0 {
+		every = time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		cmd, err := c.GetCommand(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if progress != nil {
+			progress(cmd)
+		}
+		if cmd.Finished() {
+			return cmd, nil
+		}
+		select {
+		case <-ctx.Done():
+			return cmd, &WaitError{Command: cmd, Err: ctx.Err()}
+		case <-t.C:
+		}
+	}
+}
+
+// WaitError is returned by WaitCommand when its context ends before every
+// order finished. Command is the last answer seen.
+type WaitError struct {
+	Command *Command
+	Err     error
+}
+
+func (e *WaitError) Error() string {
+	f, _, _ := e.Command.Counts()
+	return "wait for command " + e.Command.ID + ": " + strconv.Itoa(f) + "/" +
+		strconv.Itoa(len(e.Command.Orders)) + " orders finished: " + e.Err.Error()
+}
+
+func (e *WaitError) Unwrap() error { return e.Err }
+
+func setNonEmpty(v url.Values, key, val string) {
+	if val != "" {
+		v.Set(key, val)
+	}
+}
