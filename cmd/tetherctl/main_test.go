@@ -1,0 +1,582 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tetherhq/tether/api"
+)
+
+// fakeServer serves canned answers for every management route and records
+// the requests it saw.
+type fakeServer struct {
+	t      *testing.T
+	srv    *httptest.Server
+	caFile string
+
+	mu    sync.Mutex
+	reqs  []string // "METHOD escaped-path?query"
+	polls map[string]int
+	last  []byte // body of the last POST
+}
+
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func newFakeServer(t *testing.T) *fakeServer {
+	t.Helper()
+	f := &fakeServer{t: t, polls: map[string]int{}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/v1/enrollment-tokens", func(w http.ResponseWriter, r *http.Request) {
+		var req api.CreateEnrollmentTokenRequest
+		if err := json.Unmarshal(f.body(), &req); err != nil {
+			f.fail(w, 400, "invalid", "bad body")
+			return
+		}
+		exp := t0.Add(24 * time.Hour)
+		f.reply(w, 201, api.EnrollmentToken{ID: "tok-1", Name: req.Name, Token: "tthr_secret", Groups: req.Groups,
+			MaxUses: req.MaxUses, ExpiresAt: &exp, CreatedAt: t0, Status: "active"})
+	})
+	mux.HandleFunc("GET /api/v1/enrollment-tokens", func(w http.ResponseWriter, r *http.Request) {
+		f.reply(w, 200, api.EnrollmentTokenList{Items: []api.EnrollmentToken{
+			{ID: "tok-1", Name: "first", Groups: []string{"linux"}, MaxUses: 5, Uses: 2, CreatedAt: t0, Status: "active"},
+		}})
+	})
+	mux.HandleFunc("DELETE /api/v1/enrollment-tokens/{id}", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(204)
+	})
+	mux.HandleFunc("GET /api/v1/agents", func(w http.ResponseWriter, r *http.Request) {
+		seen := t0
+		f.reply(w, 200, api.AgentList{Items: []api.Agent{
+			{ID: "a-1", Name: "web-1", Status: "active", Groups: []string{"linux", "web"}, OS: "linux", Arch: "amd64", Version: "1.0.0", EnrolledAt: t0, LastSeen: &seen},
+			{ID: "a-2", Name: "web-2", Status: "enrolled", EnrolledAt: t0},
+		}, Next: "a-2"})
+	})
+	mux.HandleFunc("GET /api/v1/agents/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if r.PathValue("id") != "a-1" {
+			f.fail(w, 404, "not_found", `agent "`+r.PathValue("id")+`" not found`)
+			return
+		}
+		f.reply(w, 200, api.Agent{ID: "a-1", Name: "web-1", Status: "active", Hostname: "web-1.example", EnrolledAt: t0})
+	})
+	mux.HandleFunc("DELETE /api/v1/agents/{id}", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(204)
+	})
+	state := func(w http.ResponseWriter, r *http.Request) {
+		f.reply(w, 200, api.StateList{AgentID: r.PathValue("id"), Items: []api.StateEntry{
+			{Module: "inventory", Key: "os", Doc: json.RawMessage(`{"name": "debian", "version": 13}`), UpdatedAt: t0},
+		}})
+	}
+	mux.HandleFunc("GET /api/v1/agents/{id}/state", state)
+	mux.HandleFunc("GET /api/v1/agents/{id}/state/{module}", state)
+	mux.HandleFunc("POST /api/v1/commands", func(w http.ResponseWriter, r *http.Request) {
+		var req api.CreateCommandRequest
+		if err := json.Unmarshal(f.body(), &req); err != nil {
+			f.fail(w, 400, "invalid", "bad body")
+			return
+		}
+		if req.Target.ID == "missing" {
+			f.fail(w, 404, "not_found", `agent "missing" not found`)
+			return
+		}
+		id := "c-ok"
+		if req.Action.Name == "fail" {
+			id = "c-fail"
+		}
+		f.reply(w, 201, f.command(id, 0))
+	})
+	mux.HandleFunc("GET /api/v1/commands", func(w http.ResponseWriter, r *http.Request) {
+		f.reply(w, 200, api.CommandList{Items: []api.Command{{
+			ID: "c-ok", Target: api.Target{Type: "agent", ID: "a-1"}, Action: api.Action{Name: "restart"},
+			Status: "success", User: "admin", CreatedAt: t0,
+		}}})
+	})
+	mux.HandleFunc("GET /api/v1/commands/{id}", func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		f.mu.Lock()
+		f.polls[id]++
+		n := f.polls[id]
+		f.mu.Unlock()
+		f.reply(w, 200, f.command(id, n))
+	})
+	f.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		f.reqs = append(f.reqs, r.Method+" "+r.URL.EscapedPath()+"?"+r.URL.RawQuery)
+		f.last = nil
+		if r.Body != nil {
+			f.last, _ = io.ReadAll(r.Body)
+		}
+		f.mu.Unlock()
+		if r.Header.Get("Authorization") != "Bearer secret" {
+			f.fail(w, 401, "unauthorized", "invalid token")
+			return
+		}
+		mux.ServeHTTP(w, r)
+	}))
+	t.Cleanup(f.srv.Close)
+	f.caFile = filepath.Join(t.TempDir(), "ca.crt")
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.srv.Certificate().Raw})
+	if err := os.WriteFile(f.caFile, caPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// command returns command id as seen at its n-th poll: pending at first,
+// finished from the third poll on.
+func (f *fakeServer) command(id string, n int) api.Command {
+	c := api.Command{ID: id, Target: api.Target{Type: "agent", ID: "a-1"}, Action: api.Action{Name: "restart"},
+		Timeout: "5m", Status: "pending", CreatedAt: t0}
+	o := api.Order{OrderID: "o-1", RequestID: id, AgentID: "a-1", Action: c.Action, Status: "pending", CreatedAt: t0, TimeoutAt: t0.Add(5 * time.Minute)}
+	switch {
+	case n == 2:
+		o.Status = "sent"
+	case n >= 3 && id == "c-fail":
+		o.Status = "failure"
+		o.Result = &api.Result{Code: 1, Message: "no such action"}
+	case n >= 3:
+		o.Status = "success"
+		o.Result = &api.Result{Code: 0, Message: "ok", Data: json.RawMessage(`{"pid": 42}`)}
+	}
+	c.Status = o.Status
+	c.Orders = []api.Order{o}
+	return c
+}
+
+func (f *fakeServer) body() []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.last
+}
+
+func (f *fakeServer) requests() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.reqs...)
+}
+
+func (f *fakeServer) reply(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		f.t.Error(err)
+	}
+}
+
+func (f *fakeServer) fail(w http.ResponseWriter, status int, code, msg string) {
+	f.reply(w, status, api.ErrorResponse{Error: api.Error{Code: code, Message: msg}})
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// run runs tetherctl against f with the connection flags set, and an
+// empty environment.
+func (f *fakeServer) run(t *testing.T, args ...string) result {
+	t.Helper()
+	all := append([]string{"--server", f.srv.URL, "--ca-cert", f.caFile, "--token", "secret"}, args...)
+	return runWith(t, nil, all...)
+}
+
+func runWith(t *testing.T, env map[string]string, args ...string) result {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	code := runEnv(ctx, args, &stdout, &stderr, func(k string) string { return env[k] })
+	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
+}
+
+func (r result) ok(t *testing.T) result {
+	t.Helper()
+	if r.code != 0 {
+		t.Fatalf("exit code %d, stderr: %s", r.code, r.stderr)
+	}
+	return r
+}
+
+func decode[T any](t *testing.T, s string) T {
+	t.Helper()
+	var v T
+	dec := json.NewDecoder(strings.NewReader(s))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil {
+		t.Fatalf("output is not the expected JSON: %v\n%s", err, s)
+	}
+	if dec.More() {
+		t.Fatalf("more than one JSON document:\n%s", s)
+	}
+	return v
+}
+
+// oneErrorLine checks stderr is exactly one "tetherctl: …" line containing
+// want.
+func oneErrorLine(t *testing.T, stderr, want string) {
+	t.Helper()
+	if !strings.HasPrefix(stderr, "tetherctl: ") || strings.Count(stderr, "\n") != 1 || !strings.HasSuffix(stderr, "\n") {
+		t.Errorf("stderr is not one 'tetherctl: ' line: %q", stderr)
+	}
+	if !strings.Contains(stderr, want) {
+		t.Errorf("stderr %q does not contain %q", stderr, want)
+	}
+}
+
+func TestAgentsListJSON(t *testing.T) {
+	f := newFakeServer(t)
+	r := f.run(t, "agents", "list", "--status", "active", "--group", "linux", "--name", "web-", "--limit", "5", "-o", "json").ok(t)
+	list := decode[api.AgentList](t, r.stdout)
+	if len(list.Items) != 2 || list.Next != "a-2" {
+		t.Fatalf("list = %+v", list)
+	}
+	// The raw objects carry id, name and status.
+	var raw struct{ Items []map[string]any }
+	json.Unmarshal([]byte(r.stdout), &raw)
+	for _, it := range raw.Items {
+		for _, k := range []string{"id", "name", "status"} {
+			if _, ok := it[k].(string); !ok {
+				t.Errorf("item %v has no string %q", it, k)
+			}
+		}
+	}
+	reqs := f.requests()
+	if want := "GET /api/v1/agents?group=linux&limit=5&name=web-&status=active"; reqs[len(reqs)-1] != want {
+		t.Errorf("request = %q, want %q", reqs[len(reqs)-1], want)
+	}
+}
+
+func TestAgentsListTable(t *testing.T) {
+	f := newFakeServer(t)
+	r := f.run(t, "agents", "list").ok(t)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("want header, 2 rows and a next-page line, got:\n%s", r.stdout)
+	}
+	if !strings.HasPrefix(lines[0], "ID ") || !strings.Contains(lines[0], "STATUS") || !strings.Contains(lines[0], "LAST SEEN") {
+		t.Errorf("header = %q", lines[0])
+	}
+	for _, want := range []string{"a-1", "web-1", "active", "linux,web", "linux/amd64", "ago"} {
+		if !strings.Contains(lines[1], want) {
+			t.Errorf("row %q lacks %q", lines[1], want)
+		}
+	}
+	if !strings.Contains(lines[3], "--after a-2") {
+		t.Errorf("no next-page hint: %q", lines[3])
+	}
+	// Columns are aligned: "STATUS" starts where "active" starts.
+	if strings.Index(lines[0], "STATUS") != strings.Index(lines[1], "active") {
+		t.Errorf("columns not aligned:\n%s", r.stdout)
+	}
+}
+
+func TestTokensCreate(t *testing.T) {
+	f := newFakeServer(t)
+	r := f.run(t, "enrollment-tokens", "create", "--group", "linux", "--group", "prod", "--ttl", "1h", "--uses", "3", "--name", "n", "-o", "json").ok(t)
+	tok := decode[api.EnrollmentToken](t, r.stdout)
+	if tok.Token != "tthr_secret" || tok.ID != "tok-1" {
+		t.Errorf("token = %+v", tok)
+	}
+	var req api.CreateEnrollmentTokenRequest
+	json.Unmarshal(f.body(), &req)
+	if strings.Join(req.Groups, ",") != "linux,prod" || req.TTL != "1h" || req.MaxUses != 3 || req.Name != "n" {
+		t.Errorf("request = %+v", req)
+	}
+
+	r = f.run(t, "enrollment-tokens", "create").ok(t)
+	for _, want := range []string{"tthr_secret", "tether-agent enroll --server " + f.srv.URL + " --token tthr_secret --ca-cert " + f.caFile} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+
+	r = f.run(t, "enrollment-tokens", "create", "--ttl", "soon")
+	if r.code != exitUsage {
+		t.Errorf("bad --ttl: exit %d, want 2", r.code)
+	}
+	oneErrorLine(t, r.stderr, "--ttl")
+}
+
+func TestSmoke(t *testing.T) {
+	f := newFakeServer(t)
+	tests := []struct {
+		args    []string
+		request string
+		table   []string // substrings of the table output
+		json    []string // keys of the JSON object
+	}{
+		{[]string{"enrollment-tokens", "list", "--all"}, "GET /api/v1/enrollment-tokens?all=true", []string{"tok-1", "2/5"}, []string{"items"}},
+		{[]string{"et", "revoke", "tok/1"}, "DELETE /api/v1/enrollment-tokens/tok%2F1?", []string{"tok/1 revoked"}, []string{"id", "status"}},
+		{[]string{"agents", "show", "a-1"}, "GET /api/v1/agents/a-1?", []string{"web-1.example", "2026-01-02T03:04:05Z"}, []string{"id", "name", "status"}},
+		{[]string{"agents", "delete", "a-1"}, "DELETE /api/v1/agents/a-1?", []string{"a-1 deleted"}, []string{"id", "status"}},
+		{[]string{"agents", "state", "a-1"}, "GET /api/v1/agents/a-1/state?", []string{"inventory", `{"name":"debian","version":13}`}, []string{"agent_id", "items"}},
+		{[]string{"agents", "state", "a-1", "inventory"}, "GET /api/v1/agents/a-1/state/inventory?", []string{"os"}, []string{"items"}},
+		{[]string{"commands", "list", "--agent", "a-1", "--status", "success", "--limit", "2"}, "GET /api/v1/commands?agent=a-1&limit=2&status=success", []string{"c-ok", "restart", "agent/a-1"}, []string{"items"}},
+		{[]string{"commands", "show", "c-x"}, "GET /api/v1/commands/c-x?", []string{"o-1", "pending"}, []string{"id", "orders"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			r := f.run(t, tt.args...).ok(t)
+			reqs := f.requests()
+			if got := reqs[len(reqs)-1]; got != tt.request {
+				t.Errorf("request = %q, want %q", got, tt.request)
+			}
+			for _, want := range tt.table {
+				if !strings.Contains(r.stdout, want) {
+					t.Errorf("table lacks %q:\n%s", want, r.stdout)
+				}
+			}
+			r = f.run(t, append(tt.args, "-o", "json")...).ok(t)
+			obj := decode[map[string]any](t, r.stdout)
+			for _, k := range tt.json {
+				if _, ok := obj[k]; !ok {
+					t.Errorf("JSON lacks %q:\n%s", k, r.stdout)
+				}
+			}
+		})
+	}
+}
+
+func TestCommandsSend(t *testing.T) {
+	f := newFakeServer(t)
+	r := f.run(t, "commands", "send", "--agent", "a-1", "restart", "--arg", "delay=5s", "--args-json", `{"force":true}`, "--timeout", "2m", "-o", "json").ok(t)
+	c := decode[api.Command](t, r.stdout)
+	if c.ID != "c-ok" || len(c.Orders) != 1 || c.Orders[0].OrderID != "o-1" || c.Orders[0].Status != "pending" {
+		t.Errorf("command = %+v", c)
+	}
+	var req api.CreateCommandRequest
+	json.Unmarshal(f.body(), &req)
+	if req.Target != (api.Target{Type: "agent", ID: "a-1"}) || req.Action.Name != "restart" || req.Timeout != "2m" ||
+		string(req.Action.Args) != `{"delay":"5s","force":true}` {
+		t.Errorf("request = %+v args %s", req, req.Action.Args)
+	}
+
+	r = f.run(t, "commands", "send", "--agent", "a-1", "restart").ok(t)
+	if !strings.Contains(r.stdout, "command c-ok created") || !strings.Contains(r.stdout, "o-1") {
+		t.Errorf("table output:\n%s", r.stdout)
+	}
+}
+
+func TestCommandsSendWait(t *testing.T) {
+	tests := []struct {
+		action   string
+		code     int
+		status   string
+		progress string
+	}{
+		{"restart", exitOK, "success", "1/1 finished: 1 success, 0 failure"},
+		{"fail", exitFailed, "failure", "1/1 finished: 0 success, 1 failure"},
+	}
+	for _, tt := range tests {
+		for _, out := range []string{"json", "table"} {
+			t.Run(tt.action+"/"+out, func(t *testing.T) {
+				f := newFakeServer(t)
+				r := f.run(t, "commands", "send", "--agent", "a-1", tt.action, "--wait", "--interval", "10ms", "-o", out)
+				if r.code != tt.code {
+					t.Fatalf("exit code %d, want %d; stderr:\n%s", r.code, tt.code, r.stderr)
+				}
+				if !strings.Contains(r.stderr, "0/1 finished: 0 success, 0 failure\n") || !strings.Contains(r.stderr, tt.progress+"\n") {
+					t.Errorf("progress:\n%s", r.stderr)
+				}
+				if tt.code == exitFailed && !strings.HasSuffix(r.stderr, "tetherctl: order o-1 failed: no such action\n") {
+					t.Errorf("no failure line:\n%s", r.stderr)
+				}
+				if out == "json" {
+					c := decode[api.Command](t, r.stdout)
+					if len(c.Orders) != 1 || c.Orders[0].OrderID != "o-1" || c.Orders[0].Status != tt.status {
+						t.Errorf("command = %+v", c)
+					}
+				} else if !strings.Contains(r.stdout, tt.status) {
+					t.Errorf("table lacks %q:\n%s", tt.status, r.stdout)
+				}
+			})
+		}
+	}
+}
+
+func TestAPIErrorIsOneLine(t *testing.T) {
+	f := newFakeServer(t)
+	r := f.run(t, "agents", "show", "nope")
+	if r.code != exitFailure {
+		t.Errorf("exit code %d, want 1", r.code)
+	}
+	oneErrorLine(t, r.stderr, `agent "nope" not found (not_found)`)
+	if r.stdout != "" {
+		t.Errorf("stdout = %q", r.stdout)
+	}
+
+	r = f.run(t, "commands", "send", "--agent", "missing", "restart", "--wait")
+	if r.code != exitFailure {
+		t.Errorf("exit code %d, want 1", r.code)
+	}
+	oneErrorLine(t, r.stderr, "not found")
+
+	r = runWith(t, nil, "--server", f.srv.URL, "--ca-cert", f.caFile, "--token", "wrong", "agents", "list")
+	if r.code != exitFailure {
+		t.Errorf("bad token: exit code %d, want 1", r.code)
+	}
+	oneErrorLine(t, r.stderr, "invalid token")
+}
+
+func TestTransportErrors(t *testing.T) {
+	f := newFakeServer(t)
+	// Without the CA the server's certificate is not trusted.
+	r := runWith(t, nil, "--server", f.srv.URL, "--token", "secret", "agents", "list")
+	if r.code != exitFailure {
+		t.Errorf("exit code %d, want 1", r.code)
+	}
+	oneErrorLine(t, r.stderr, "--ca-cert")
+
+	addr := f.srv.Listener.Addr().String()
+	f.srv.Close()
+	r = runWith(t, nil, "--server", "https://"+addr, "--token", "secret", "agents", "list")
+	if r.code != exitFailure {
+		t.Errorf("exit code %d, want 1", r.code)
+	}
+	oneErrorLine(t, r.stderr, "cannot reach")
+}
+
+func TestUsageErrors(t *testing.T) {
+	f := newFakeServer(t)
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing token", []string{"--server", f.srv.URL, "agents", "list"}, "no API token"},
+		{"unknown command", []string{"agnets", "list"}, "unknown command"},
+		{"unknown subcommand", []string{"agents", "frob"}, "unknown command"},
+		{"unknown flag", []string{"agents", "list", "--frob"}, "unknown flag"},
+		{"missing argument", []string{"--token", "x", "agents", "show"}, "accepts 1 arg"},
+		{"bad output", []string{"--token", "x", "-o", "yaml", "agents", "list"}, `--output "yaml"`},
+		{"bad status", []string{"--token", "x", "agents", "list", "--status", "up"}, "--status"},
+		{"no agent", []string{"--token", "x", "commands", "send", "restart"}, "--agent is required"},
+		{"bad arg", []string{"--token", "x", "commands", "send", "--agent", "a", "restart", "--arg", "novalue"}, "KEY=VALUE"},
+		{"token and token file", []string{"--token", "x", "--token-file", "/nonexistent", "agents", "list"}, "exclusive"},
+		{"missing token file", []string{"--token-file", "/nonexistent/token", "agents", "list"}, "--token-file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runWith(t, nil, tt.args...)
+			if r.code != exitUsage {
+				t.Errorf("exit code %d, want 2 (stderr %q)", r.code, r.stderr)
+			}
+			oneErrorLine(t, r.stderr, tt.want)
+			if strings.Contains(r.stderr, "Usage:") || strings.Contains(r.stdout, "Usage:") {
+				t.Errorf("usage dumped")
+			}
+		})
+	}
+	if n := len(f.requests()); n != 0 {
+		t.Errorf("usage errors sent %d requests", n)
+	}
+}
+
+func TestEnvironment(t *testing.T) {
+	f := newFakeServer(t)
+	env := map[string]string{"TETHER_SERVER": f.srv.URL, "TETHER_TOKEN": "secret", "TETHER_CA_CERT": f.caFile}
+	runWith(t, env, "agents", "list").ok(t)
+
+	// Flags win over the environment.
+	r := runWith(t, env, "--token", "wrong", "agents", "list")
+	if r.code != exitFailure {
+		t.Errorf("--token did not override TETHER_TOKEN: exit %d", r.code)
+	}
+
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tokenFile, []byte("secret\n"), 0o600)
+	delete(env, "TETHER_TOKEN")
+	runWith(t, env, "--token-file", tokenFile, "agents", "list").ok(t)
+}
+
+func TestHelp(t *testing.T) {
+	r := runWith(t, nil, "--help").ok(t)
+	for _, want := range []string{"TETHER_SERVER", "TETHER_TOKEN", "TETHER_CA_CERT", "Exit codes", "3  commands send --wait"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("--help lacks %q", want)
+		}
+	}
+	for _, cmd := range [][]string{
+		{"enrollment-tokens", "create"}, {"enrollment-tokens", "list"}, {"enrollment-tokens", "revoke"},
+		{"agents", "list"}, {"agents", "show"}, {"agents", "delete"}, {"agents", "state"},
+		{"commands", "send"}, {"commands", "list"}, {"commands", "show"},
+	} {
+		r := runWith(t, nil, append(cmd, "--help")...).ok(t)
+		if !strings.Contains(r.stdout, "Examples:") {
+			t.Errorf("%v --help has no examples", cmd)
+		}
+	}
+}
+
+func TestBuildArgs(t *testing.T) {
+	tests := []struct {
+		name    string
+		kv      []string
+		json    string
+		want    string
+		wantErr string
+	}{
+		{name: "none", want: ""},
+		{name: "one", kv: []string{"a=b"}, want: `{"a":"b"}`},
+		{name: "strings stay strings", kv: []string{"n=5", "ok=true", "x=null"}, want: `{"n":"5","ok":"true","x":"null"}`},
+		{name: "value with equals", kv: []string{"q=a=b"}, want: `{"q":"a=b"}`},
+		{name: "empty value", kv: []string{"a="}, want: `{"a":""}`},
+		{name: "last wins", kv: []string{"a=1", "a=2"}, want: `{"a":"2"}`},
+		{name: "unicode and quotes", kv: []string{`msg=héllo "x"`}, want: `{"msg":"héllo \"x\""}`},
+		{name: "json only", json: `{"n": 5, "deep": {"x": [1, 2]}}`, want: `{"deep":{"x":[1,2]},"n":5}`},
+		{name: "json overrides", kv: []string{"a=1", "b=2"}, json: `{"a": 3}`, want: `{"a":3,"b":"2"}`},
+		{name: "big number kept", json: `{"n": 12345678901234567890}`, want: `{"n":12345678901234567890}`},
+		{name: "no equals", kv: []string{"a"}, wantErr: "KEY=VALUE"},
+		{name: "empty key", kv: []string{"=v"}, wantErr: "empty key"},
+		{name: "json array", json: `[1]`, wantErr: "--args-json"},
+		{name: "json null", json: `null`, wantErr: "--args-json"},
+		{name: "json broken", json: `{"a":`, wantErr: "--args-json"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := buildArgs(tt.kv, tt.json)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tt.want {
+				t.Errorf("args = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestAgo(t *testing.T) {
+	defer func(f func() time.Time) { now = f }(now)
+	now = func() time.Time { return t0 }
+	for _, tt := range []struct {
+		t    time.Time
+		want string
+	}{
+		{time.Time{}, ""},
+		{t0.Add(-12 * time.Second), "12s ago"},
+		{t0.Add(-5 * time.Minute), "5m ago"},
+		{t0.Add(-3 * time.Hour), "3h ago"},
+		{t0.Add(-72 * time.Hour), "3d ago"},
+		{t0.Add(23 * time.Hour), "in 23h"},
+	} {
+		if got := ago(tt.t); got != tt.want {
+			t.Errorf("ago(%v) = %q, want %q", tt.t, got, tt.want)
+		}
+	}
+}
