@@ -1,0 +1,175 @@
+package authn
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+
+	"github.com/tetherhq/tether"
+)
+
+// Token claims constants.
+const (
+	Issuer   = "tether"
+	Audience = "tether-comms"
+	// DefaultTokenTTL is the lifetime of an agent token.
+	DefaultTokenTTL = 15 * time.Minute
+	// reloadEvery bounds how often an unknown kid makes the keyring reread
+	// the store.
+	reloadEvery = 5 * time.Second
+)
+
+// Keyring signs and verifies agent tokens with the signing keys of the
+// store. The newest key signs; every key verifies.
+type Keyring struct {
+	store tether.KeyStore
+	ttl   time.Duration
+
+	mu         sync.RWMutex
+	keys       map[string]ed25519.PrivateKey
+	signer     *tether.SigningKey
+	lastReload time.Time
+}
+
+// NewKeyring loads the store's signing keys, creating the first one when
+// there is none.
+func NewKeyring(ctx context.Context, store tether.KeyStore, ttl time.Duration) (*Keyring, error) {
+	if ttl <= 0 {
+		ttl = DefaultTokenTTL
+	}
+	k := &Keyring{store: store, ttl: ttl}
+	if err := k.reload(ctx); err != nil {
+		return nil, err
+	}
+	if k.signer == nil {
+		if _, err := k.Rotate(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return k, nil
+}
+
+// Rotate adds a new signing key: new tokens are signed with it, tokens
+// signed with older keys stay valid until they expire.
+func (k *Keyring) Rotate(ctx context.Context) (string, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", fmt.Errorf("generate signing key: %w", err)
+	}
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	sk := &tether.SigningKey{ID: hex.EncodeToString(id[:]), Private: priv, CreatedAt: time.Now().UTC()}
+	if err := k.store.AddSigningKey(ctx, sk); err != nil {
+		return "", fmt.Errorf("store signing key: %w", err)
+	}
+	return sk.ID, k.reload(ctx)
+}
+
+func (k *Keyring) reload(ctx context.Context) error {
+	list, err := k.store.SigningKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("load signing keys: %w", err)
+	}
+	keys := make(map[string]ed25519.PrivateKey, len(list))
+	var signer *tether.SigningKey
+	for _, sk := range list {
+		if len(sk.Private) != ed25519.PrivateKeySize {
+			return fmt.Errorf("signing key %s: bad length %d", sk.ID, len(sk.Private))
+		}
+		keys[sk.ID] = ed25519.PrivateKey(sk.Private)
+		if sk.RetiredAt.IsZero() && (signer == nil || sk.CreatedAt.After(signer.CreatedAt)) {
+			signer = sk
+		}
+	}
+	k.mu.Lock()
+	k.keys, k.signer, k.lastReload = keys, signer, time.Now()
+	k.mu.Unlock()
+	return nil
+}
+
+// Claims are the claims of an agent token.
+type Claims struct {
+	jwt.RegisteredClaims
+}
+
+// Issue returns a signed token for the agent and its expiry.
+func (k *Keyring) Issue(agentID string, now time.Time) (string, time.Time, error) {
+	k.mu.RLock()
+	signer := k.signer
+	k.mu.RUnlock()
+	if signer == nil {
+		return "", time.Time{}, errors.New("no signing key")
+	}
+	exp := now.Add(k.ttl).Truncate(time.Second)
+	claims := Claims{jwt.RegisteredClaims{
+		Issuer:    Issuer,
+		Subject:   agentID,
+		Audience:  jwt.ClaimStrings{Audience},
+		IssuedAt:  jwt.NewNumericDate(now),
+		NotBefore: jwt.NewNumericDate(now.Add(-time.Minute)),
+		ExpiresAt: jwt.NewNumericDate(exp),
+		ID:        uuid.NewString(),
+	}}
+	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
+	t.Header["kid"] = signer.ID
+	s, err := t.SignedString(ed25519.PrivateKey(signer.Private))
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("sign token: %w", err)
+	}
+	return s, exp, nil
+}
+
+// Verify checks a token's signature, issuer, audience and times and returns
+// the agent id it was issued to. Failures are EUNAUTHORIZED errors whose
+// message says what is wrong without echoing the token.
+func (k *Keyring) Verify(ctx context.Context, token string, now time.Time) (string, error) {
+	parser := jwt.NewParser(
+		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+		jwt.WithIssuer(Issuer),
+		jwt.WithAudience(Audience),
+		jwt.WithExpirationRequired(),
+		jwt.WithTimeFunc(func() time.Time { return now }),
+	)
+	var claims Claims
+	_, err := parser.ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
+		kid, _ := t.Header["kid"].(string)
+		key := k.key(ctx, kid)
+		if key == nil {
+			return nil, fmt.Errorf("unknown signing key %q", kid)
+		}
+		return key.Public(), nil
+	})
+	switch {
+	case err == nil:
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return "", tether.Errorf(tether.EUNAUTHORIZED, "token expired: authenticate again")
+	default:
+		return "", &tether.Error{Code: tether.EUNAUTHORIZED, Message: "invalid token", Err: err}
+	}
+	if !tether.ValidID(claims.Subject) {
+		return "", tether.Errorf(tether.EUNAUTHORIZED, "invalid token subject")
+	}
+	return claims.Subject, nil
+}
+
+func (k *Keyring) key(ctx context.Context, kid string) ed25519.PrivateKey {
+	k.mu.RLock()
+	key, stale := k.keys[kid], time.Since(k.lastReload) > reloadEvery
+	k.mu.RUnlock()
+	if key == nil && stale && kid != "" {
+		if k.reload(ctx) == nil {
+			k.mu.RLock()
+			key = k.keys[kid]
+			k.mu.RUnlock()
+		}
+	}
+	return key
+}

@@ -1,0 +1,147 @@
+// Package command is the server's command manager: it validates command
+// requests, expands them into one order per target agent, wakes the agents'
+// long-polls, and sweeps orders whose time window has passed.
+package command
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tetherhq/tether"
+)
+
+// Timeout bounds of a command request.
+const (
+	DefaultTimeout = 5 * time.Minute
+	MinTimeout     = time.Second
+	MaxTimeout     = 24 * time.Hour
+	maxArgsBytes   = 64 << 10
+)
+
+var actionNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// Manager creates command requests and their orders.
+type Manager struct {
+	Store    tether.Store
+	Notifier tether.Notifier
+	// Now returns the current time (time.Now when nil).
+	Now func() time.Time
+}
+
+// New is what a caller asks for.
+type New struct {
+	Target  tether.Target
+	Action  tether.Action
+	Timeout time.Duration
+	Source  string
+	User    string
+}
+
+// Create validates n, stores the request and its orders in one transaction,
+// and wakes the long-polls of the target agents.
+func (m *Manager) Create(ctx context.Context, n New) (*tether.CommandRequest, []*tether.Order, error) {
+	if err := validate(&n); err != nil {
+		return nil, nil, err
+	}
+	now := m.now()
+	req := &tether.CommandRequest{
+		ID: uuid.NewString(), Target: n.Target, Action: n.Action, Timeout: n.Timeout,
+		Source: n.Source, User: n.User, CreatedAt: now,
+	}
+	var agentIDs []string
+	switch n.Target.Type {
+	case tether.TargetAgent:
+		a, err := m.Store.Agent(ctx, n.Target.ID)
+		if tether.ErrorCode(err) == tether.ENOTFOUND {
+			return nil, nil, tether.FieldError("target.id", "no agent %q", n.Target.ID)
+		} else if err != nil {
+			return nil, nil, err
+		}
+		agentIDs = []string{a.ID}
+	default:
+		return nil, nil, tether.FieldError("target.type", "%q targets are not supported by this server version; use \"agent\"", n.Target.Type)
+	}
+	orders := make([]*tether.Order, len(agentIDs))
+	for i, id := range agentIDs {
+		orders[i] = &tether.Order{
+			ID: uuid.NewString(), RequestID: req.ID, AgentID: id, Action: n.Action,
+			Status: tether.OrderPending, User: n.User, CreatedAt: now, TimeoutAt: now.Add(n.Timeout),
+		}
+	}
+	if err := m.Store.CreateCommand(ctx, req, orders); err != nil {
+		return nil, nil, err
+	}
+	m.Notifier.Notify(agentIDs...)
+	return req, orders, nil
+}
+
+func (m *Manager) now() time.Time {
+	if m.Now != nil {
+		return m.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+func validate(n *New) error {
+	switch n.Target.Type {
+	case tether.TargetAgent, tether.TargetGroup, tether.TargetServer:
+	case "":
+		return tether.FieldError("target.type", "required: one of agent, group, server")
+	default:
+		return tether.FieldError("target.type", "%q is not one of agent, group, server", n.Target.Type)
+	}
+	if n.Target.Type == tether.TargetAgent && !tether.ValidID(n.Target.ID) {
+		return tether.FieldError("target.id", "want an agent id (a lowercase UUID)")
+	}
+	if !actionNameRE.MatchString(n.Action.Name) {
+		return tether.FieldError("action.name", "want 1 to 64 characters of a-z, 0-9, '.', '_', '-'")
+	}
+	if len(n.Action.Args) > maxArgsBytes {
+		return &tether.Error{Code: tether.ETOOLARGE, Field: "action.args", Message: "action.args: larger than 64 KiB"}
+	}
+	if args := bytes.TrimSpace(n.Action.Args); len(args) > 0 && !bytes.Equal(args, []byte("null")) {
+		var obj map[string]any
+		if err := json.Unmarshal(args, &obj); err != nil {
+			return tether.FieldError("action.args", "want a JSON object")
+		}
+	} else {
+		n.Action.Args = nil
+	}
+	if len(n.Action.Version) > 64 {
+		return tether.FieldError("action.version", "longer than 64 characters")
+	}
+	if n.Timeout == 0 {
+		n.Timeout = DefaultTimeout
+	}
+	if n.Timeout < MinTimeout || n.Timeout > MaxTimeout {
+		return tether.FieldError("timeout", "%s is outside the allowed range %s to %s", n.Timeout, MinTimeout, MaxTimeout)
+	}
+	return nil
+}
+
+// RunSweeper fails orders past their time window every interval until ctx
+// ends. It is idempotent: every node of a cluster may run it.
+func RunSweeper(ctx context.Context, store tether.CommandStore, interval time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			n, err := store.ExpireOrders(ctx, now.UTC())
+			switch {
+			case err != nil && ctx.Err() == nil:
+				log.Warn("sweep expired orders", "err", err)
+			case n > 0:
+				log.Info("orders timed out", "count", n)
+			}
+		}
+	}
+}

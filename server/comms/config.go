@@ -1,0 +1,65 @@
+package comms
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/tetherhq/tether"
+	commsv1 "github.com/tetherhq/tether/gen/tether/comms/v1"
+)
+
+// GetConfig implements the AgentService RPC.
+func (s *Service) GetConfig(ctx context.Context, req *connect.Request[commsv1.GetConfigRequest]) (*connect.Response[commsv1.GetConfigResponse], error) {
+	const method = "GetConfig"
+	a, err := s.authenticate(ctx, req.Header())
+	if err != nil {
+		return nil, toConnect(s.o.Log, method, err)
+	}
+	merged, version, err := MergedConfig(ctx, s.o.Store, a.Groups)
+	if err != nil {
+		return nil, toConnect(s.o.Log, method, err)
+	}
+	if req.Msg.KnownVersion == version {
+		return connect.NewResponse(&commsv1.GetConfigResponse{Version: version, Unchanged: true}), nil
+	}
+	cfg, err := structpb.NewStruct(merged)
+	if err != nil {
+		return nil, toConnect(s.o.Log, method, fmt.Errorf("convert config: %w", err))
+	}
+	return connect.NewResponse(&commsv1.GetConfigResponse{Version: version, Config: cfg}), nil
+}
+
+// MergedConfig merges the configurations of groups, in order, later groups
+// overriding earlier ones key by key, and returns it with its version (a
+// hash of its canonical JSON).
+func MergedConfig(ctx context.Context, store tether.ConfigStore, groups []string) (map[string]any, string, error) {
+	cfgs, err := store.GroupConfigs(ctx, groups)
+	if err != nil {
+		return nil, "", err
+	}
+	merged := map[string]any{}
+	for _, c := range cfgs {
+		var doc map[string]any
+		if err := json.Unmarshal(c.Doc, &doc); err != nil {
+			return nil, "", fmt.Errorf("group %s config: %w", c.Group, err)
+		}
+		for k, v := range doc {
+			merged[k] = v
+		}
+	}
+	canon, err := json.Marshal(merged) // map keys are sorted: canonical
+	if err != nil {
+		return nil, "", err
+	}
+	sum := sha256.Sum256(canon)
+	return merged, hex.EncodeToString(sum[:8]), nil
+}
+
+func fieldIndex(name string, i int) string { return name + "[" + strconv.Itoa(i) + "]" }

@@ -1,0 +1,160 @@
+package comms
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"time"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tetherhq/tether"
+	commsv1 "github.com/tetherhq/tether/gen/tether/comms/v1"
+)
+
+// Limits of the comms API, documented in agent.proto.
+const (
+	maxEventsPerBatch  = 10_000
+	maxEventIDBytes    = 128
+	maxEventTypeBytes  = 128
+	maxPayloadBytes    = 1 << 20
+	maxStateKeyBytes   = 256
+	maxResultsPerCall  = 1_000
+	maxResultMessage   = 4 << 10
+	maxResultDataBytes = 1 << 20
+	maxReceivedIDs     = 1_000
+)
+
+var moduleRE = regexp.MustCompile(`^[a-z0-9_.-]{1,64}$`)
+
+func timestamp(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+// eventFromProto validates one event and converts it; field names the
+// event's position for error messages ("events[3]").
+func eventFromProto(field string, e *commsv1.Event) (tether.Event, error) {
+	if e == nil {
+		return tether.Event{}, tether.FieldError(field, "missing event")
+	}
+	switch {
+	case e.Id == "" || len(e.Id) > maxEventIDBytes:
+		return tether.Event{}, tether.FieldError(field+".id", "want 1 to %d bytes", maxEventIDBytes)
+	case !moduleRE.MatchString(e.Module):
+		return tether.Event{}, tether.FieldError(field+".module", "want 1 to 64 characters of a-z, 0-9, '_', '.', '-'")
+	case e.Type == "" || len(e.Type) > maxEventTypeBytes || !utf8.ValidString(e.Type):
+		return tether.Event{}, tether.FieldError(field+".type", "want 1 to %d bytes of UTF-8", maxEventTypeBytes)
+	case e.CollectedAt == nil:
+		return tether.Event{}, tether.FieldError(field+".collected_at", "required")
+	case e.CollectedAt.CheckValid() != nil:
+		return tether.Event{}, tether.FieldError(field+".collected_at", "not a valid timestamp")
+	case len(e.Payload) > maxPayloadBytes:
+		return tether.Event{}, &tether.Error{Code: tether.ETOOLARGE, Field: field + ".payload", Message: fmt.Sprintf("%s.payload: larger than %d bytes", field, maxPayloadBytes)}
+	}
+	ev := tether.Event{
+		ID: e.Id, Module: e.Module, Type: e.Type,
+		CollectedAt: e.CollectedAt.AsTime(), Payload: e.Payload,
+	}
+	switch e.Encoding {
+	case commsv1.PayloadEncoding_PAYLOAD_ENCODING_UNSPECIFIED, commsv1.PayloadEncoding_PAYLOAD_ENCODING_JSON:
+		ev.Encoding = tether.EncodingJSON
+		if len(e.Payload) > 0 && !json.Valid(e.Payload) {
+			return tether.Event{}, tether.FieldError(field+".payload", "not valid JSON (set encoding to PAYLOAD_ENCODING_PROTOBUF for binary payloads)")
+		}
+	case commsv1.PayloadEncoding_PAYLOAD_ENCODING_PROTOBUF:
+		ev.Encoding = tether.EncodingProtobuf
+	default:
+		return tether.Event{}, tether.FieldError(field+".encoding", "unknown value %d", e.Encoding)
+	}
+	return ev, nil
+}
+
+func statefulFromProto(field string, se *commsv1.StatefulEvent) (tether.Event, error) {
+	if se == nil {
+		return tether.Event{}, tether.FieldError(field, "missing event")
+	}
+	ev, err := eventFromProto(field+".event", se.Event)
+	if err != nil {
+		return ev, err
+	}
+	if se.Key == "" || len(se.Key) > maxStateKeyBytes || !utf8.ValidString(se.Key) {
+		return ev, tether.FieldError(field+".key", "want 1 to %d bytes of UTF-8", maxStateKeyBytes)
+	}
+	ev.Key = se.Key
+	switch se.Op {
+	case commsv1.StateOp_STATE_OP_UPSERT:
+		ev.Op = tether.StateUpsert
+		if ev.Encoding != tether.EncodingJSON || len(ev.Payload) == 0 {
+			return ev, tether.FieldError(field+".event.payload", "an upsert needs a JSON document")
+		}
+	case commsv1.StateOp_STATE_OP_DELETE:
+		ev.Op = tether.StateDelete
+	default:
+		return ev, tether.FieldError(field+".op", "want STATE_OP_UPSERT or STATE_OP_DELETE")
+	}
+	return ev, nil
+}
+
+func orderToProto(o *tether.Order) (*commsv1.Order, error) {
+	var args *structpb.Struct
+	if len(o.Action.Args) > 0 {
+		var m map[string]any
+		if err := json.Unmarshal(o.Action.Args, &m); err != nil {
+			return nil, fmt.Errorf("order %s: decode args: %w", o.ID, err)
+		}
+		s, err := structpb.NewStruct(m)
+		if err != nil {
+			return nil, fmt.Errorf("order %s: convert args: %w", o.ID, err)
+		}
+		args = s
+	}
+	return &commsv1.Order{
+		OrderId:   o.ID,
+		RequestId: o.RequestID,
+		Action:    &commsv1.Action{Name: o.Action.Name, Args: args, Version: o.Action.Version},
+		CreatedAt: timestamp(o.CreatedAt),
+		TimeoutAt: timestamp(o.TimeoutAt),
+		User:      o.User,
+	}, nil
+}
+
+// resultFromProto validates one result and converts it.
+func resultFromProto(field string, r *commsv1.OrderResult) (string, tether.OrderStatus, tether.Result, error) {
+	var res tether.Result
+	if r == nil {
+		return "", "", res, tether.FieldError(field, "missing result")
+	}
+	if !tether.ValidID(r.OrderId) {
+		return "", "", res, tether.FieldError(field+".order_id", "want an order id (a lowercase UUID)")
+	}
+	var st tether.OrderStatus
+	switch r.Status {
+	case commsv1.OrderStatus_ORDER_STATUS_SUCCESS:
+		st = tether.OrderSuccess
+	case commsv1.OrderStatus_ORDER_STATUS_FAILURE:
+		st = tether.OrderFailure
+	default:
+		return "", "", res, tether.FieldError(field+".status", "want ORDER_STATUS_SUCCESS or ORDER_STATUS_FAILURE")
+	}
+	if len(r.Message) > maxResultMessage || !utf8.ValidString(r.Message) {
+		return "", "", res, tether.FieldError(field+".message", "want at most %d bytes of UTF-8", maxResultMessage)
+	}
+	res.Code, res.Message = int(r.Code), r.Message
+	if r.Data != nil {
+		data, err := protojson.Marshal(r.Data)
+		if err != nil {
+			return "", "", res, tether.FieldError(field+".data", "not a JSON value")
+		}
+		if len(data) > maxResultDataBytes {
+			return "", "", res, &tether.Error{Code: tether.ETOOLARGE, Field: field + ".data", Message: field + ".data: larger than 1 MiB"}
+		}
+		res.Data = data
+	}
+	return r.OrderId, st, res, nil
+}

@@ -1,0 +1,71 @@
+package comms
+
+import (
+	"errors"
+	"log/slog"
+
+	"connectrpc.com/connect"
+
+	"github.com/tetherhq/tether"
+)
+
+// codes maps domain error codes to Connect codes. It is the only place this
+// mapping is made.
+var codes = map[tether.Code]connect.Code{
+	tether.EINVALID:      connect.CodeInvalidArgument,
+	tether.ETOOLARGE:     connect.CodeInvalidArgument,
+	tether.ENOTFOUND:     connect.CodeNotFound,
+	tether.EUNAUTHORIZED: connect.CodeUnauthenticated,
+	tether.EEXPIRED:      connect.CodeUnauthenticated,
+	tether.EFORBIDDEN:    connect.CodePermissionDenied,
+	tether.EGONE:         connect.CodePermissionDenied,
+	tether.EEXHAUSTED:    connect.CodeResourceExhausted,
+	tether.EUNAVAILABLE:  connect.CodeUnavailable,
+	tether.ECONFLICT:     connect.CodeFailedPrecondition,
+	tether.ECANCELED:     connect.CodeCanceled,
+	tether.EDEADLINE:     connect.CodeDeadlineExceeded,
+	tether.ENOTSUPPORTED: connect.CodeUnimplemented,
+	tether.EINTERNAL:     connect.CodeInternal,
+}
+
+// ConnectCode returns the Connect code for a domain error code.
+func ConnectCode(c tether.Code) connect.Code {
+	if cc, ok := codes[c]; ok {
+		return cc
+	}
+	return connect.CodeInternal
+}
+
+// DomainCode returns the domain error code for a Connect code (the reverse
+// mapping, used by clients that speak in domain terms).
+func DomainCode(c connect.Code) tether.Code {
+	switch c {
+	case connect.CodeInvalidArgument:
+		return tether.EINVALID
+	case connect.CodeUnauthenticated:
+		return tether.EUNAUTHORIZED
+	case connect.CodePermissionDenied:
+		return tether.EFORBIDDEN
+	}
+	for dc, cc := range codes {
+		if cc == c && dc != tether.ETOOLARGE && dc != tether.EEXPIRED && dc != tether.EGONE {
+			return dc
+		}
+	}
+	return tether.EINTERNAL
+}
+
+// toConnect turns any error into a *connect.Error whose message is safe to
+// send. Internal errors are logged with their details and sent as "internal
+// error".
+func toConnect(log *slog.Logger, method string, err error) error {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return ce
+	}
+	code := tether.ErrorCode(err)
+	if code == tether.EINTERNAL {
+		log.Error("comms call failed", "method", method, "err", err)
+	}
+	return connect.NewError(ConnectCode(code), errors.New(tether.ErrorMessage(err)))
+}

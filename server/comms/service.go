@@ -1,0 +1,206 @@
+package comms
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpcreflect"
+
+	"github.com/tetherhq/tether"
+	commsv1 "github.com/tetherhq/tether/gen/tether/comms/v1"
+	"github.com/tetherhq/tether/gen/tether/comms/v1/commsv1connect"
+	"github.com/tetherhq/tether/server/authn"
+	"github.com/tetherhq/tether/server/presence"
+)
+
+// Defaults of Options.
+const (
+	DefaultPollWait     = 50 * time.Second
+	DefaultMaxPollWait  = 120 * time.Second
+	DefaultMaxBodyBytes = 8 << 20
+	DefaultMaxOrders    = 100
+	// agentCacheTTL bounds how long a deleted or disabled agent may still
+	// be accepted by this node.
+	agentCacheTTL = 2 * time.Second
+)
+
+// Options configure the comms service.
+type Options struct {
+	Store    tether.Store
+	Sinks    []tether.Sink
+	Notifier tether.Notifier
+	Keys     *authn.Keyring
+	Presence *presence.Tracker
+	Log      *slog.Logger
+	// PollWait is the default long-poll wait, MaxPollWait its upper bound.
+	PollWait    time.Duration
+	MaxPollWait time.Duration
+	// MaxBodyBytes caps a request body, before and after decompression.
+	MaxBodyBytes int64
+	// Closing, when closed, makes waiting polls return at once (shutdown).
+	Closing <-chan struct{}
+	// Now returns the current time (time.Now when nil).
+	Now func() time.Time
+}
+
+// Service implements commsv1connect.AgentServiceHandler.
+type Service struct {
+	o Options
+
+	mu     sync.Mutex
+	agents map[string]cachedAgent
+}
+
+type cachedAgent struct {
+	agent *tether.Agent
+	at    time.Time
+}
+
+var _ commsv1connect.AgentServiceHandler = (*Service)(nil)
+
+// New returns the service.
+func New(o Options) *Service {
+	if o.PollWait <= 0 {
+		o.PollWait = DefaultPollWait
+	}
+	if o.MaxPollWait <= 0 {
+		o.MaxPollWait = DefaultMaxPollWait
+	}
+	if o.PollWait > o.MaxPollWait {
+		o.PollWait = o.MaxPollWait
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Service{o: o, agents: map[string]cachedAgent{}}
+}
+
+// Handler returns the HTTP handler of the comms API: the AgentService
+// (gRPC, gRPC-Web and Connect) and gRPC server reflection. Request bodies
+// larger than MaxBodyBytes are refused without being read whole.
+func (s *Service) Handler() http.Handler {
+	mux := http.NewServeMux()
+	path, h := commsv1connect.NewAgentServiceHandler(s,
+		connect.WithReadMaxBytes(int(s.o.MaxBodyBytes)),
+		connect.WithSendMaxBytes(int(s.o.MaxBodyBytes)),
+	)
+	mux.Handle(path, h)
+	reflector := grpcreflect.NewStaticReflector(commsv1connect.AgentServiceName)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	limit := s.o.MaxBodyBytes + 64<<10 // room for envelope framing
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > limit {
+			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// Forget drops the cached record of an agent (after it was deleted or
+// changed through this node).
+func (s *Service) Forget(agentID string) {
+	s.mu.Lock()
+	delete(s.agents, agentID)
+	s.mu.Unlock()
+}
+
+// authenticate checks the bearer token of a call and returns its agent.
+func (s *Service) authenticate(ctx context.Context, h http.Header) (*tether.Agent, error) {
+	raw := h.Get("Authorization")
+	token, ok := strings.CutPrefix(raw, "Bearer ")
+	if !ok || token == "" {
+		return nil, tether.Errorf(tether.EUNAUTHORIZED, "missing bearer token: call Authenticate and send Authorization: Bearer <token>")
+	}
+	now := s.o.Now()
+	id, err := s.o.Keys.Verify(ctx, strings.TrimSpace(token), now)
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.agent(ctx, id, false)
+	if err != nil {
+		return nil, err
+	}
+	s.o.Presence.Seen(id, now.UTC())
+	return a, nil
+}
+
+// agent returns the agent record, from a short-lived cache unless fresh is
+// set. A deleted agent is EFORBIDDEN, a disabled one too.
+func (s *Service) agent(ctx context.Context, id string, fresh bool) (*tether.Agent, error) {
+	now := time.Now()
+	if !fresh {
+		s.mu.Lock()
+		c, ok := s.agents[id]
+		s.mu.Unlock()
+		if ok && now.Sub(c.at) < agentCacheTTL {
+			return checkAgent(id, c.agent)
+		}
+	}
+	a, err := s.o.Store.Agent(ctx, id)
+	if err != nil && tether.ErrorCode(err) != tether.ENOTFOUND {
+		return nil, err
+	}
+	s.mu.Lock()
+	if len(s.agents) > 1<<20 {
+		clear(s.agents)
+	}
+	s.agents[id] = cachedAgent{agent: a, at: now}
+	s.mu.Unlock()
+	return checkAgent(id, a)
+}
+
+func checkAgent(id string, a *tether.Agent) (*tether.Agent, error) {
+	switch {
+	case a == nil:
+		return nil, tether.Errorf(tether.EFORBIDDEN, "agent %s was removed from the server: enroll again", id)
+	case a.Disabled:
+		return nil, tether.Errorf(tether.EFORBIDDEN, "agent %s is disabled on the server", id)
+	}
+	return a, nil
+}
+
+// Authenticate implements the AgentService RPC.
+func (s *Service) Authenticate(ctx context.Context, req *connect.Request[commsv1.AuthenticateRequest]) (*connect.Response[commsv1.AuthenticateResponse], error) {
+	const method = "Authenticate"
+	id, key := req.Msg.GetAgentId(), req.Msg.GetAgentKey()
+	if !tether.ValidID(id) {
+		return nil, toConnect(s.o.Log, method, tether.FieldError("agent_id", "want the agent id from enrollment (a lowercase UUID)"))
+	}
+	if key == "" || len(key) > 256 {
+		return nil, toConnect(s.o.Log, method, tether.FieldError("agent_key", "want the agent key from enrollment"))
+	}
+	a, err := s.o.Store.Agent(ctx, id)
+	switch {
+	case tether.ErrorCode(err) == tether.ENOTFOUND:
+		return nil, toConnect(s.o.Log, method, tether.Errorf(tether.EFORBIDDEN, "agent %s is not enrolled on this server: enroll again", id))
+	case err != nil:
+		return nil, toConnect(s.o.Log, method, err)
+	case !authn.Matches(a.KeyHash, key):
+		return nil, toConnect(s.o.Log, method, tether.Errorf(tether.EUNAUTHORIZED, "wrong agent key"))
+	case a.Disabled:
+		return nil, toConnect(s.o.Log, method, tether.Errorf(tether.EFORBIDDEN, "agent %s is disabled on the server", id))
+	}
+	now := s.o.Now()
+	token, exp, err := s.o.Keys.Issue(id, now)
+	if err != nil {
+		return nil, toConnect(s.o.Log, method, err)
+	}
+	s.o.Presence.Seen(id, now.UTC())
+	return connect.NewResponse(&commsv1.AuthenticateResponse{
+		Token: token, ExpiresAt: timestamp(exp), AgentName: a.Name, Groups: a.Groups,
+	}), nil
+}

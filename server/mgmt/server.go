@@ -1,0 +1,217 @@
+package mgmt
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/tetherhq/tether"
+	"github.com/tetherhq/tether/api"
+	"github.com/tetherhq/tether/server/authn"
+	"github.com/tetherhq/tether/server/command"
+	"github.com/tetherhq/tether/server/presence"
+)
+
+//go:embed openapi.json
+var openAPIDoc []byte
+
+// OpenAPI returns the OpenAPI 3 document of the management API.
+func OpenAPI() []byte { return openAPIDoc }
+
+const maxBodyBytes = 1 << 20
+
+// Options configure the management API.
+type Options struct {
+	Store    tether.Store
+	Commands *command.Manager
+	Notifier tether.Notifier
+	Presence *presence.Tracker
+	Log      *slog.Logger
+	// PollWindow is the comms API's default poll wait; an agent is active
+	// while seen within two windows.
+	PollWindow time.Duration
+	// CommsURLs are handed to agents at enrollment.
+	CommsURLs []string
+	// Ready reports whether the node can serve (for /readyz).
+	Ready func(ctx context.Context) error
+	// AgentChanged is called after an agent was deleted or re-enrolled, so
+	// caches elsewhere on this node can drop it.
+	AgentChanged func(agentID string)
+	// Now returns the current time (time.Now when nil).
+	Now func() time.Time
+}
+
+// Server is the management API's HTTP handler.
+type Server struct {
+	o   Options
+	mux *http.ServeMux
+}
+
+// Route is one route of the management API and the permission it checks.
+type Route struct {
+	Method  string
+	Pattern string
+	// Perm is the permission checked; "" marks a public route.
+	Perm    tether.Permission
+	handler func(*Server, http.ResponseWriter, *http.Request, *tether.Token) error
+}
+
+// Routes lists every route of the management API.
+func Routes() []Route {
+	return []Route{
+		{"GET", "/healthz", "", (*Server).healthz},
+		{"GET", "/readyz", "", (*Server).readyz},
+		{"GET", "/api/v1/openapi.json", "", (*Server).openapi},
+		{"POST", "/api/v1/enrollment-tokens", tether.PermTokensWrite, (*Server).createEnrollmentToken},
+		{"GET", "/api/v1/enrollment-tokens", tether.PermTokensRead, (*Server).listEnrollmentTokens},
+		{"DELETE", "/api/v1/enrollment-tokens/{id}", tether.PermTokensWrite, (*Server).revokeEnrollmentToken},
+		{"POST", "/api/v1/agents", tether.PermAgentsRegister, (*Server).registerAgent},
+		{"GET", "/api/v1/agents", tether.PermAgentsRead, (*Server).listAgents},
+		{"GET", "/api/v1/agents/{id}", tether.PermAgentsRead, (*Server).getAgent},
+		{"DELETE", "/api/v1/agents/{id}", tether.PermAgentsWrite, (*Server).deleteAgent},
+		{"GET", "/api/v1/agents/{id}/state", tether.PermStateRead, (*Server).agentState},
+		{"GET", "/api/v1/agents/{id}/state/{module}", tether.PermStateRead, (*Server).agentState},
+		{"POST", "/api/v1/commands", tether.PermCommandsWrite, (*Server).createCommand},
+		{"GET", "/api/v1/commands", tether.PermCommandsRead, (*Server).listCommands},
+		{"GET", "/api/v1/commands/{id}", tether.PermCommandsRead, (*Server).getCommand},
+	}
+}
+
+// New returns the management API handler.
+func New(o Options) *Server {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.AgentChanged == nil {
+		o.AgentChanged = func(string) {}
+	}
+	s := &Server{o: o, mux: http.NewServeMux()}
+	for _, rt := range Routes() {
+		s.mux.Handle(rt.Method+" "+rt.Pattern, s.wrap(rt))
+	}
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, r, s.o.Log, tether.Errorf(tether.ENOTFOUND, "no route %s %s (see /api/v1/openapi.json)", r.Method, r.URL.Path))
+	})
+	return s
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+func (s *Server) wrap(rt Route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var tok *tether.Token
+		if rt.Perm != "" {
+			var err error
+			if tok, err = s.authorize(r, rt.Perm); err != nil {
+				writeError(w, r, s.o.Log, err)
+				return
+			}
+		}
+		if r.Body != nil {
+			r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+		}
+		if err := rt.handler(s, w, r, tok); err != nil {
+			writeError(w, r, s.o.Log, err)
+		}
+	})
+}
+
+// authorize checks the bearer token of r and that its role holds perm.
+func (s *Server) authorize(r *http.Request, perm tether.Permission) (*tether.Token, error) {
+	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || strings.TrimSpace(raw) == "" {
+		return nil, tether.Errorf(tether.EUNAUTHORIZED, "missing bearer token (send Authorization: Bearer <token>)")
+	}
+	id, secret, ok := authn.ParseAPIToken(strings.TrimSpace(raw))
+	if !ok {
+		return nil, tether.Errorf(tether.EUNAUTHORIZED, "malformed token: Tether tokens start with %q", authn.APITokenPrefix)
+	}
+	tok, err := s.o.Store.Token(r.Context(), id)
+	if tether.ErrorCode(err) == tether.ENOTFOUND {
+		return nil, tether.Errorf(tether.EUNAUTHORIZED, "unknown token")
+	} else if err != nil {
+		return nil, err
+	}
+	if !authn.Matches(tok.SecretHash, secret) {
+		return nil, tether.Errorf(tether.EUNAUTHORIZED, "unknown token")
+	}
+	if err := tok.Usable(s.o.Now()); err != nil {
+		return nil, err
+	}
+	if !tok.Role.Can(perm) {
+		return nil, tether.Errorf(tether.EFORBIDDEN, "a %s token may not do this (needs %s)", tok.Role, perm)
+	}
+	return tok, nil
+}
+
+// decode reads a JSON body into v, refusing unknown fields and trailing
+// data, with errors that name the field at fault.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	var tooBig *http.MaxBytesError
+	switch {
+	case err == nil:
+		if dec.More() {
+			return tether.Errorf(tether.EINVALID, "invalid JSON body: data after the object")
+		}
+		return nil
+	case errors.Is(err, io.EOF):
+		return tether.Errorf(tether.EINVALID, "empty body: want a JSON object")
+	case errors.As(err, &tooBig):
+		return &tether.Error{Code: tether.ETOOLARGE, Message: fmt.Sprintf("body larger than %d bytes", tooBig.Limit)}
+	case errors.As(err, &syn):
+		return tether.Errorf(tether.EINVALID, "invalid JSON body at byte %d: %v", syn.Offset, syn)
+	case errors.As(err, &typ):
+		return tether.FieldError(typ.Field, "want a JSON %s", typ.Type.Kind())
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		// encoding/json has no typed error for unknown fields.
+		f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return tether.FieldError(f, "unknown field")
+	}
+	return tether.Errorf(tether.EINVALID, "invalid JSON body: %v", err)
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request, _ *tether.Token) error {
+	writeJSON(w, http.StatusOK, api.Health{Status: "ok"})
+	return nil
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ *tether.Token) error {
+	checks := map[string]string{"store": "ok"}
+	status := http.StatusOK
+	if err := s.o.Store.Ping(r.Context()); err != nil {
+		checks["store"], status = err.Error(), http.StatusServiceUnavailable
+	}
+	if s.o.Ready != nil {
+		checks["server"] = "ok"
+		if err := s.o.Ready(r.Context()); err != nil {
+			checks["server"], status = err.Error(), http.StatusServiceUnavailable
+		}
+	}
+	h := api.Health{Status: "ok", Checks: checks}
+	if status != http.StatusOK {
+		h.Status = "unavailable"
+	}
+	writeJSON(w, status, h)
+	return nil
+}
+
+func (s *Server) openapi(w http.ResponseWriter, _ *http.Request, _ *tether.Token) error {
+	w.Header().Set("Content-Type", "application/json")
+	_, err := w.Write(openAPIDoc)
+	return err
+}
