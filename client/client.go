@@ -1,0 +1,331 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	commsv1 "github.com/tetherhq/tether/gen/tether/comms/v1"
+	"github.com/tetherhq/tether/gen/tether/comms/v1/commsv1connect"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// Config configures a Client.
+type Config struct {
+	// URLs are the comms API base URLs, for example
+	// https://127.0.0.1:7443. The client uses the first and moves to the
+	// next when one is unavailable. At least one is required.
+	URLs []string
+	// AgentID and AgentKey are the identity received at enrollment.
+	AgentID, AgentKey string
+	// RootCAs verifies the server's certificate; nil means the system roots.
+	RootCAs *x509.CertPool
+	// HTTPClient, when set, is used as is (RootCAs is then ignored). It must
+	// not set a Timeout shorter than the longest poll.
+	HTTPClient *http.Client
+	// UserAgent is sent as the User-Agent header, for example
+	// "tether-agent/1.2.0".
+	UserAgent string
+}
+
+const (
+	// callTimeout bounds every call but PollCommands when the caller's
+	// context has no earlier deadline.
+	callTimeout = 60 * time.Second
+	// refreshBefore is how long before the token's expiry the client
+	// authenticates again (or a fifth of the token's lifetime, if shorter).
+	refreshBefore = 60 * time.Second
+)
+
+// Client calls the comms API for one agent. It is safe for concurrent use.
+type Client struct {
+	cfg  Config
+	urls []string
+	svcs []commsv1connect.AgentServiceClient
+	cur  atomic.Int64 // index of the URL in use
+
+	authSem chan struct{} // one Authenticate at a time
+
+	mu        sync.Mutex
+	token     string
+	issuedAt  time.Time
+	expiresAt time.Time
+	session   Session
+}
+
+// New returns a client for cfg. It does not contact the server.
+func New(cfg Config) (*Client, error) {
+	if len(cfg.URLs) == 0 {
+		return nil, errors.New("no comms URL")
+	}
+	if cfg.AgentID == "" || cfg.AgentKey == "" {
+		return nil, errors.New("no agent id or agent key")
+	}
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: cfg.RootCAs},
+			ForceAttemptHTTP2:     true,
+			TLSHandshakeTimeout:   10 * time.Second,
+			IdleConnTimeout:       90 * time.Second,
+			ExpectContinueTimeout: time.Second,
+			MaxIdleConnsPerHost:   4,
+		}}
+	}
+	c := &Client{cfg: cfg, authSem: make(chan struct{}, 1)}
+	for _, raw := range cfg.URLs {
+		u, err := url.Parse(strings.TrimRight(raw, "/"))
+		if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+			return nil, fmt.Errorf("comms URL %q: want https://HOST:PORT", raw)
+		}
+		c.urls = append(c.urls, u.String())
+		c.svcs = append(c.svcs, commsv1connect.NewAgentServiceClient(hc, u.String()))
+	}
+	return c, nil
+}
+
+// URL returns the comms URL the client currently uses.
+func (c *Client) URL() string { return c.urls[int(c.cur.Load())%len(c.urls)] }
+
+// Authenticate exchanges the agent's identity for a new token, caches it
+// and returns the session. Other methods call it when needed; calling it
+// directly checks the identity (PERMISSION_DENIED: the agent was removed or
+// disabled; UNAUTHENTICATED: wrong id or key).
+func (c *Client) Authenticate(ctx context.Context) (Session, error) {
+	select {
+	case c.authSem <- struct{}{}:
+	case <-ctx.Done():
+		return Session{}, toError(ctx.Err())
+	}
+	defer func() { <-c.authSem }()
+	_, s, err := c.authenticate(ctx)
+	return s, err
+}
+
+// authenticate calls the RPC; the caller holds authSem.
+func (c *Client) authenticate(ctx context.Context) (string, Session, error) {
+	msg := &commsv1.AuthenticateRequest{AgentId: c.cfg.AgentID, AgentKey: c.cfg.AgentKey}
+	issued := time.Now()
+	resp, err := do(ctx, c, "", callTimeout, msg, commsv1connect.AgentServiceClient.Authenticate)
+	if err != nil {
+		return "", Session{}, err
+	}
+	s := Session{AgentName: resp.GetAgentName(), Groups: resp.GetGroups(), ExpiresAt: timeOf(resp.GetExpiresAt())}
+	c.mu.Lock()
+	c.token, c.issuedAt, c.expiresAt, c.session = resp.GetToken(), issued, s.ExpiresAt, s
+	c.mu.Unlock()
+	return resp.GetToken(), s, nil
+}
+
+// cachedToken returns the cached token if it does not need a refresh yet.
+func (c *Client) cachedToken() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.token == "" {
+		return ""
+	}
+	if c.expiresAt.IsZero() {
+		return c.token
+	}
+	margin := refreshBefore
+	if life := c.expiresAt.Sub(c.issuedAt); life/5 < margin {
+		margin = life / 5
+	}
+	if time.Until(c.expiresAt) < margin {
+		return ""
+	}
+	return c.token
+}
+
+// tokenFor returns a valid token, authenticating if needed.
+func (c *Client) tokenFor(ctx context.Context) (string, error) {
+	if tok := c.cachedToken(); tok != "" {
+		return tok, nil
+	}
+	select {
+	case c.authSem <- struct{}{}:
+	case <-ctx.Done():
+		return "", toError(ctx.Err())
+	}
+	defer func() { <-c.authSem }()
+	if tok := c.cachedToken(); tok != "" { // refreshed while we waited
+		return tok, nil
+	}
+	tok, _, err := c.authenticate(ctx)
+	return tok, err
+}
+
+// forget drops tok from the cache, unless another goroutine replaced it.
+func (c *Client) forget(tok string) {
+	c.mu.Lock()
+	if c.token == tok {
+		c.token = ""
+	}
+	c.mu.Unlock()
+}
+
+type method[Req, Resp any] func(commsv1connect.AgentServiceClient, context.Context, *connect.Request[Req]) (*connect.Response[Resp], error)
+
+// call runs an authenticated RPC: it authenticates when needed and, when
+// the server answers UNAUTHENTICATED, authenticates again and retries once.
+func call[Req, Resp any](ctx context.Context, c *Client, timeout time.Duration, msg *Req, m method[Req, Resp]) (*Resp, error) {
+	tok, err := c.tokenFor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := do(ctx, c, tok, timeout, msg, m)
+	var e *Error
+	if errors.As(err, &e) && e.Code == connect.CodeUnauthenticated {
+		c.forget(tok)
+		if tok, err = c.tokenFor(ctx); err != nil {
+			return nil, err
+		}
+		resp, err = do(ctx, c, tok, timeout, msg, m)
+	}
+	return resp, err
+}
+
+// do sends one RPC, moving to the next URL when the current one is
+// unavailable. Errors are *Error.
+func do[Req, Resp any](ctx context.Context, c *Client, tok string, timeout time.Duration, msg *Req, m method[Req, Resp]) (*Resp, error) {
+	var last *Error
+	for range len(c.urls) {
+		idx := c.cur.Load()
+		req := connect.NewRequest(msg)
+		if tok != "" {
+			req.Header().Set("Authorization", "Bearer "+tok)
+		}
+		if c.cfg.UserAgent != "" {
+			req.Header().Set("User-Agent", c.cfg.UserAgent)
+		}
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		resp, err := m(c.svcs[int(idx)%len(c.svcs)], cctx, req)
+		cancel()
+		if err == nil {
+			return resp.Msg, nil
+		}
+		last = toError(err)
+		if last.Code != connect.CodeUnavailable || ctx.Err() != nil {
+			return nil, last
+		}
+		c.cur.CompareAndSwap(idx, (idx+1)%int64(len(c.urls)))
+	}
+	return nil, last
+}
+
+// PushStateless sends a batch of append-only events under the batch
+// sequence number seq (1 for an agent's first batch, then one more for each
+// new batch, shared with PushStateful; a resent batch reuses its number).
+// accepted is how many events the server now holds; duplicate is true when
+// the server had already accepted seq. Forget the events only on success.
+func (c *Client) PushStateless(ctx context.Context, seq uint64, events []Event) (accepted int, duplicate bool, err error) {
+	msg := &commsv1.PushStatelessRequest{Sequence: seq, Events: make([]*commsv1.Event, len(events))}
+	for i, e := range events {
+		msg.Events[i] = eventToProto(e)
+	}
+	resp, err := call(ctx, c, callTimeout, msg, commsv1connect.AgentServiceClient.PushStateless)
+	if err != nil {
+		return 0, false, err
+	}
+	return int(resp.GetAccepted()), resp.GetDuplicate(), nil
+}
+
+// PushStateful sends a batch of state changes, applied in order; see
+// PushStateless for seq and the answer.
+func (c *Client) PushStateful(ctx context.Context, seq uint64, changes []StateChange) (accepted int, duplicate bool, err error) {
+	msg := &commsv1.PushStatefulRequest{Sequence: seq, Events: make([]*commsv1.StatefulEvent, len(changes))}
+	for i, ch := range changes {
+		msg.Events[i] = stateChangeToProto(ch)
+	}
+	resp, err := call(ctx, c, callTimeout, msg, commsv1connect.AgentServiceClient.PushStateful)
+	if err != nil {
+		return 0, false, err
+	}
+	return int(resp.GetAccepted()), resp.GetDuplicate(), nil
+}
+
+// PollMargin is how much longer than the requested wait a poll may take
+// before the client gives up on it.
+func PollMargin(wait time.Duration) time.Duration { return 10*time.Second + wait/10 }
+
+// DefaultPollWait is the server's hold time when Poll is called with a zero
+// wait.
+const DefaultPollWait = 50 * time.Second
+
+// Poll long-polls for orders: the server answers at once when orders are
+// waiting, else holds the call up to wait (zero: the server default, 50 s)
+// and answers as soon as one arrives. received lists the ids of orders the
+// agent has stored durably since its last successful poll; the server stops
+// delivering them. Orders come oldest first; ignore ids already known.
+func (c *Client) Poll(ctx context.Context, wait time.Duration, received []string) ([]Order, error) {
+	msg := &commsv1.PollCommandsRequest{ReceivedOrderIds: received}
+	hold := wait
+	if wait > 0 {
+		msg.Wait = durationpb.New(wait)
+	} else {
+		hold = DefaultPollWait
+	}
+	resp, err := call(ctx, c, hold+PollMargin(hold), msg, commsv1connect.AgentServiceClient.PollCommands)
+	if err != nil {
+		return nil, err
+	}
+	orders := make([]Order, 0, len(resp.GetOrders()))
+	for _, o := range resp.GetOrders() {
+		out, err := orderFromProto(o)
+		if err != nil {
+			return nil, &Error{Code: connect.CodeInternal, Message: fmt.Sprintf("order %s: %v", o.GetOrderId(), err), cause: err}
+		}
+		orders = append(orders, out)
+	}
+	return orders, nil
+}
+
+// Report sends results of executed orders and returns the order ids the
+// server acknowledged: those results may be deleted. It is idempotent.
+func (c *Client) Report(ctx context.Context, results []Result) (acked []string, err error) {
+	msg := &commsv1.ReportResultsRequest{Results: make([]*commsv1.OrderResult, len(results))}
+	for i, r := range results {
+		if msg.Results[i], err = resultToProto(r); err != nil {
+			return nil, err
+		}
+	}
+	resp, err := call(ctx, c, callTimeout, msg, commsv1connect.AgentServiceClient.ReportResults)
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetAcknowledgedOrderIds(), nil
+}
+
+// GetConfig fetches the agent's centralized configuration. When
+// knownVersion is current, unchanged is true and cfg is nil; otherwise cfg
+// is a JSON object.
+func (c *Client) GetConfig(ctx context.Context, knownVersion string) (version string, cfg json.RawMessage, unchanged bool, err error) {
+	msg := &commsv1.GetConfigRequest{KnownVersion: knownVersion}
+	resp, err := call(ctx, c, callTimeout, msg, commsv1connect.AgentServiceClient.GetConfig)
+	if err != nil {
+		return "", nil, false, err
+	}
+	if resp.GetUnchanged() {
+		return resp.GetVersion(), nil, true, nil
+	}
+	cfg = json.RawMessage("{}")
+	if resp.GetConfig() != nil {
+		if cfg, err = compactJSON(resp.GetConfig()); err != nil {
+			return "", nil, false, &Error{Code: connect.CodeInternal, Message: "decode config: " + err.Error(), cause: err}
+		}
+	}
+	return resp.GetVersion(), cfg, false, nil
+}

@@ -1,0 +1,14 @@
+// Package client is the Go client of Tether's comms API (package
+// tether.comms.v1): what an agent uses to authenticate, push events, poll for
+// orders, report their results and fetch its centralized configuration.
+//
+// The tether-agent runtime uses it, and so may any third-party agent (a cloud
+// collector, a container sidecar): it imports only the standard library,
+// connect, protobuf and the generated code, never server or agent code.
+//
+// A Client is safe for concurrent use. It authenticates lazily, caches the
+// bearer token, refreshes it before it expires and, when a call answers
+// UNAUTHENTICATED, authenticates again and retries that call once. Every
+// error it returns for a call is a *Error, whose Retryable and Denied
+// methods tell the caller how to react.
+package client
