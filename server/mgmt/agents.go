@@ -1,6 +1,7 @@
 package mgmt
 
 import (
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -70,8 +71,21 @@ func (s *Server) registerAgent(w http.ResponseWriter, r *http.Request, caller *t
 		status = http.StatusOK
 	}
 	s.o.Log.Info("agent enrolled", "agent", a.ID, "name", a.Name, "token", caller.ID, "re_enrolled", existing != nil)
-	writeJSON(w, status, api.RegisterAgentResponse{Agent: s.agentJSON(stored), AgentKey: key, CommsURLs: s.o.CommsURLs})
+	writeJSON(w, status, api.RegisterAgentResponse{Agent: s.agentJSON(stored), AgentKey: key, CommsURLs: s.commsURLs(r)})
 	return nil
+}
+
+// commsURLs returns the configured comms URLs, or the host the caller reached
+// this API at with the comms port.
+func (s *Server) commsURLs(r *http.Request) []string {
+	if len(s.o.CommsURLs) > 0 || s.o.CommsPort == "" {
+		return s.o.CommsURLs
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(r.Host); err == nil {
+		host = h
+	}
+	return []string{"https://" + net.JoinHostPort(host, s.o.CommsPort)}
 }
 
 func (s *Server) listAgents(w http.ResponseWriter, r *http.Request, _ *tether.Token) error {

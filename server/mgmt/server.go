@@ -37,8 +37,11 @@ type Options struct {
 	// PollWindow is the comms API's default poll wait; an agent is active
 	// while seen within two windows.
 	PollWindow time.Duration
-	// CommsURLs are handed to agents at enrollment.
+	// CommsURLs are handed to agents at enrollment. When empty, the URL is
+	// derived from the host the agent reached this API at and CommsPort.
 	CommsURLs []string
+	// CommsPort is the comms listener's port, for that derivation.
+	CommsPort string
 	// Ready reports whether the node can serve (for /readyz).
 	Ready func(ctx context.Context) error
 	// AgentChanged is called after an agent was deleted or re-enrolled, so
