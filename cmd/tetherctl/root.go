@@ -133,10 +133,10 @@ func (a *app) rootCommand() *cobra.Command {
 	})
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.server, "server", defaultServer, "management API `URL` (env TETHER_SERVER)")
-	pf.StringVar(&a.token, "token", "", "API `TOKEN` (env TETHER_TOKEN)")
+	pf.StringVar(&a.token, "token", "", "bearer `TOKEN` for the API (env TETHER_TOKEN)")
 	pf.StringVar(&a.tokenFile, "token-file", "", "read the API token from `FILE`")
 	pf.StringVar(&a.caCert, "ca-cert", "", "trust the CA certificates in PEM `FILE` (env TETHER_CA_CERT)")
-	pf.StringVarP(&a.output, "output", "o", "table", "output `FORMAT`: table or json")
+	pf.StringVarP(&a.output, "output", "o", "table", "`FORMAT` of the output: table or json")
 	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "time limit of each API call, as a `DURATION`")
 
 	root.AddCommand(a.tokensCommand(), a.agentsCommand(), a.commandsCommand())
