@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// version is set with -ldflags "-X main.version=…".
+var version = ""
+
+// Version returns the build's version: the linker-stamped one, else the
+// module version, else "dev".
+func Version() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// exitError carries an exit code through cobra.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+// Main runs the command line and returns the exit code: 0 on success, 1 on
+// failure, 2 on a usage error.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := newRoot(ctx, stdout, stderr)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	var ee exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.code
+	case isUsageError(err):
+		fmt.Fprintf(stderr, "tether-server: %v\nRun 'tether-server --help' for usage.\n", err)
+		return 2
+	}
+	fmt.Fprintf(stderr, "tether-server: %v\n", err)
+	return 1
+}
+
+type usageError struct{ error }
+
+func isUsageError(err error) bool {
+	var u usageError
+	return errors.As(err, &u)
+}
+
+func newRoot(ctx context.Context, stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "tether-server",
+		Short: "Tether server node: comms API for agents, management API for people and tools",
+		Long: `tether-server runs a Tether server node.
+
+Agents connect to the comms API (default :7443, gRPC / gRPC-Web / Connect over
+TLS) to push events and long-poll for commands. People, tetherctl and
+dashboards use the management API (default :7444, REST + JSON under /api/v1).
+
+Start here:
+  tether-server dev                      # a server and one enrolled agent, for a first look
+  tether-server run --data-dir /var/lib/tether-server`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newRunCmd(stdout, stderr), newDevCmd(stdout, stderr), &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Fprintln(stdout, Version())
+			return nil
+		},
+	})
+	return root
+}
+
+// serverFlags are the flags run and dev share.
+type serverFlags struct {
+	configFile, dataDir, commsAddr, apiAddr, logLevel string
+}
+
+func (f *serverFlags) register(cmd *cobra.Command, dataDirHelp string) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.dataDir, "data-dir", "", dataDirHelp)
+	fl.StringVar(&f.commsAddr, "comms-addr", "", "comms API listen address, HOST:PORT (default \":7443\")")
+	fl.StringVar(&f.apiAddr, "api-addr", "", "management API listen address, HOST:PORT (default \":7444\")")
+	fl.StringVar(&f.configFile, "config", "", "YAML configuration file (keys: see docs/operations.md)")
+	fl.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (default info)")
+}
+
+// config merges defaults, the file, then flags, and validates the result.
+func (f *serverFlags) config() (Config, error) {
+	cfg := defaultConfig()
+	if f.configFile != "" {
+		if err := readConfigFile(&cfg, f.configFile); err != nil {
+			return cfg, err
+		}
+	}
+	for _, o := range []struct {
+		flag string
+		dst  *string
+	}{
+		{f.dataDir, &cfg.DataDir}, {f.commsAddr, &cfg.CommsAddr}, {f.apiAddr, &cfg.APIAddr}, {f.logLevel, &cfg.LogLevel},
+	} {
+		if o.flag != "" {
+			*o.dst = o.flag
+		}
+	}
+	return cfg, cfg.validate()
+}
+
+func newLogger(cfg Config, w io.Writer) *slog.Logger {
+	level, _ := parseLevel(cfg.LogLevel)
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func newRunCmd(stdout, stderr io.Writer) *cobra.Command {
+	var f serverFlags
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run a server node",
+		Long: `Run a server node until SIGINT or SIGTERM.
+
+The first start initialises the data directory: a SQLite database
+(tether.db), a certificate authority and server certificate (tls/ca.crt,
+tls/server.crt, tls/server.key), JWT signing keys (in the database), and an
+admin API token, written to DATA/admin.token (mode 0600) and printed once.
+Later starts on the same directory keep all of it.
+
+Configuration comes from defaults, then --config FILE (YAML), then flags.`,
+		Example: `  tether-server run --data-dir /var/lib/tether-server
+  tether-server run --data-dir ./data --comms-addr 127.0.0.1:7443 --api-addr 127.0.0.1:7444
+  tether-server run --config /etc/tether/server.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := f.config()
+			if err != nil {
+				return err
+			}
+			log := newLogger(cfg, stderr)
+			node, err := startNode(cmd.Context(), cfg, log)
+			if err != nil {
+				return err
+			}
+			if node.FirstStart && node.AdminToken != "" {
+				fmt.Fprintf(stdout, "Initialised %s.\nAdmin API token (also in %s/%s, mode 0600; not shown again):\n  %s\n",
+					cfg.DataDir, cfg.DataDir, adminTokenFile, node.AdminToken)
+			}
+			fmt.Fprintf(stdout, "Comms API:      %s\nManagement API: %s\nCA certificate: %s\n", node.CommsURL, node.APIURL, node.CACertFile)
+			return waitAndStop(cmd.Context(), node, log)
+		},
+	}
+	f.register(cmd, "data directory (default /var/lib/tether-server)")
+	return cmd
+}
+
+// waitAndStop serves until ctx ends or the node fails, then shuts down.
+func waitAndStop(ctx context.Context, node *Node, log *slog.Logger) error {
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-node.Err():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	return errors.Join(serveErr, node.Shutdown(sctx))
+}

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the server's configuration: defaults, then the YAML file, then
+// flags, merged in loadConfig and nowhere else.
+type Config struct {
+	// DataDir holds the SQLite database, TLS material, events and the admin
+	// token.
+	DataDir string `yaml:"data_dir"`
+	// CommsAddr is the comms API listener (agents).
+	CommsAddr string `yaml:"comms_addr"`
+	// APIAddr is the management API listener (people and tools).
+	APIAddr string `yaml:"api_addr"`
+	// PublicNames are extra DNS names or IPs put in the generated server
+	// certificate.
+	PublicNames []string `yaml:"public_names"`
+	// CommsURLs are the comms URLs handed to agents at enrollment (default:
+	// the host the agent enrolled through, with the comms port).
+	CommsURLs []string `yaml:"comms_urls"`
+	// TLS, when CertFile is set, replaces the generated certificates.
+	TLS TLSConfig `yaml:"tls"`
+	// PollWait is the default long-poll wait; MaxPollWait its upper bound.
+	PollWait    Duration `yaml:"poll_wait"`
+	MaxPollWait Duration `yaml:"max_poll_wait"`
+	// MaxBodyBytes caps a comms request body.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// TokenTTL is the lifetime of agent JWTs.
+	TokenTTL Duration `yaml:"token_ttl"`
+	// SweepInterval is how often timed-out orders are failed.
+	SweepInterval Duration `yaml:"sweep_interval"`
+	// Events configures the file sink.
+	Events EventsConfig `yaml:"events"`
+	// LogLevel is debug, info, warn or error; LogFormat text or json.
+	LogLevel  string `yaml:"log_level"`
+	LogFormat string `yaml:"log_format"`
+}
+
+// TLSConfig points at an operator's own PKI.
+type TLSConfig struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// CAFile is the CA agents must trust; copied to DATA/tls/ca.crt.
+	CAFile string `yaml:"ca_file"`
+}
+
+// EventsConfig configures the NDJSON file sink under DATA/events.
+type EventsConfig struct {
+	MaxFileBytes int64 `yaml:"max_file_bytes"`
+}
+
+// Duration is a time.Duration written as "50s" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML reads a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (examples: 50s, 5m, 1h)", n.Line, s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func defaultConfig() Config {
+	return Config{
+		DataDir:       "/var/lib/tether-server",
+		CommsAddr:     ":7443",
+		APIAddr:       ":7444",
+		PollWait:      Duration(50 * time.Second),
+		MaxPollWait:   Duration(120 * time.Second),
+		MaxBodyBytes:  8 << 20,
+		TokenTTL:      Duration(15 * time.Minute),
+		SweepInterval: Duration(time.Second),
+		Events:        EventsConfig{MaxFileBytes: 64 << 20},
+		LogLevel:      "info",
+		LogFormat:     "text",
+	}
+}
+
+// readConfigFile merges the YAML file at path into c. Unknown keys are
+// errors that name the key.
+func readConfigFile(c *Config, path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
+// validate checks c and names the key at fault.
+func (c *Config) validate() error {
+	if c.DataDir == "" {
+		return errors.New("data_dir: required")
+	}
+	for key, addr := range map[string]string{"comms_addr": c.CommsAddr, "api_addr": c.APIAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("%s: %q is not HOST:PORT (examples: :7443, 127.0.0.1:7443)", key, addr)
+		}
+	}
+	switch {
+	case c.PollWait <= 0 || c.MaxPollWait <= 0:
+		return errors.New("poll_wait, max_poll_wait: must be positive durations")
+	case c.PollWait > c.MaxPollWait:
+		return fmt.Errorf("poll_wait: %s is above max_poll_wait %s", time.Duration(c.PollWait), time.Duration(c.MaxPollWait))
+	case c.MaxBodyBytes < 64<<10:
+		return errors.New("max_body_bytes: at least 65536")
+	case c.TokenTTL < Duration(time.Minute) || c.TokenTTL > Duration(24*time.Hour):
+		return errors.New("token_ttl: between 1m and 24h")
+	case c.SweepInterval <= 0:
+		return errors.New("sweep_interval: must be a positive duration")
+	case (c.TLS.CertFile == "") != (c.TLS.KeyFile == ""):
+		return errors.New("tls.cert_file, tls.key_file: set both or neither")
+	case c.TLS.CertFile != "" && c.TLS.CAFile == "":
+		return errors.New("tls.ca_file: required with tls.cert_file (the CA agents must trust)")
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("log_format: %q is not one of text, json", c.LogFormat)
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	switch s {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info", "":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("log_level: %q is not one of debug, info, warn, error", s)
+}

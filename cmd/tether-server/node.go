@@ -1,0 +1,255 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetherhq/tether"
+	"github.com/tetherhq/tether/server/authn"
+	"github.com/tetherhq/tether/server/command"
+	"github.com/tetherhq/tether/server/comms"
+	"github.com/tetherhq/tether/server/mgmt"
+	"github.com/tetherhq/tether/server/notify"
+	"github.com/tetherhq/tether/server/pki"
+	"github.com/tetherhq/tether/server/presence"
+	"github.com/tetherhq/tether/server/sink/file"
+	"github.com/tetherhq/tether/server/sqlite"
+)
+
+// adminTokenFile is where the bootstrap admin token is written, 0600.
+const adminTokenFile = "admin.token"
+
+// Node is a running server node.
+type Node struct {
+	// CommsURL and APIURL are the listeners' URLs (with the real ports when
+	// the configuration asked for :0).
+	CommsURL string
+	APIURL   string
+	// CACertFile is the CA agents and tools must trust.
+	CACertFile string
+	// AdminToken is the bootstrap admin token (read from DATA/admin.token).
+	AdminToken string
+	// FirstStart is true when this start initialised the data directory.
+	FirstStart bool
+
+	log     *slog.Logger
+	cfg     Config
+	store   *sqlite.DB
+	keys    *authn.Keyring
+	sink    *file.Sink
+	servers []*http.Server
+	closing chan struct{}
+	ready   atomic.Bool
+	wg      sync.WaitGroup
+	cancel  context.CancelFunc
+	errc    chan error
+}
+
+// startNode initialises the data directory if needed and starts serving.
+// Stop it with Shutdown.
+func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	dbPath := filepath.Join(cfg.DataDir, "tether.db")
+	_, statErr := os.Stat(dbPath)
+	n = &Node{log: log, cfg: cfg, closing: make(chan struct{}), errc: make(chan error, 4), FirstStart: errors.Is(statErr, os.ErrNotExist)}
+	defer func() {
+		if err != nil {
+			n.closeResources()
+		}
+	}()
+
+	if n.store, err = sqlite.Open(dbPath); err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	tlsCert, caFile, err := n.setupTLS()
+	if err != nil {
+		return nil, err
+	}
+	n.CACertFile = caFile
+	keys, err := authn.NewKeyring(ctx, n.store, time.Duration(cfg.TokenTTL))
+	if err != nil {
+		return nil, err
+	}
+	n.keys = keys
+	if n.AdminToken, err = n.bootstrapAdmin(ctx); err != nil {
+		return nil, err
+	}
+	if n.sink, err = file.Open(filepath.Join(cfg.DataDir, "events"), file.Options{MaxFileBytes: cfg.Events.MaxFileBytes}); err != nil {
+		return nil, fmt.Errorf("open event files: %w", err)
+	}
+
+	commsLn, err := net.Listen("tcp", cfg.CommsAddr)
+	if err != nil {
+		return nil, fmt.Errorf("comms_addr: %w", err)
+	}
+	apiLn, err := net.Listen("tcp", cfg.APIAddr)
+	if err != nil {
+		commsLn.Close()
+		return nil, fmt.Errorf("api_addr: %w", err)
+	}
+	n.CommsURL = listenerURL(commsLn)
+	n.APIURL = listenerURL(apiLn)
+	_, commsPort, _ := net.SplitHostPort(commsLn.Addr().String())
+
+	hub := notify.NewHub()
+	seen := presence.New(n.store, log)
+	svc := comms.New(comms.Options{
+		Store: n.store, Sinks: []tether.Sink{n.sink}, Notifier: hub, Keys: keys, Presence: seen,
+		Log: log.With("api", "comms"), PollWait: time.Duration(cfg.PollWait), MaxPollWait: time.Duration(cfg.MaxPollWait),
+		MaxBodyBytes: cfg.MaxBodyBytes, Closing: n.closing,
+	})
+	api := mgmt.New(mgmt.Options{
+		Store: n.store, Commands: &command.Manager{Store: n.store, Notifier: hub}, Notifier: hub,
+		Presence: seen, Log: log.With("api", "management"), PollWindow: time.Duration(cfg.PollWait),
+		CommsURLs: cfg.CommsURLs, CommsPort: commsPort, AgentChanged: svc.Forget,
+		Ready: func(context.Context) error {
+			if !n.ready.Load() {
+				return errors.New("not serving")
+			}
+			return nil
+		},
+	})
+
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	n.cancel = cancel
+	n.goBackground(func() { command.RunSweeper(bg, n.store, time.Duration(cfg.SweepInterval), log) })
+	n.goBackground(func() { seen.Run(bg, 5*time.Second) })
+
+	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{tlsCert}}
+	n.serve(commsLn, svc.Handler(), tlsConf, "comms")
+	n.serve(apiLn, api, tlsConf, "management")
+	n.ready.Store(true)
+	log.Info("tether-server started", "comms", n.CommsURL, "api", n.APIURL, "data_dir", cfg.DataDir)
+	return n, nil
+}
+
+func (n *Node) goBackground(f func()) {
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); f() }()
+}
+
+func (n *Node) serve(ln net.Listener, h http.Handler, tlsConf *tls.Config, name string) {
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	srv := &http.Server{
+		Handler:           h,
+		TLSConfig:         tlsConf.Clone(),
+		Protocols:         &protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Duration(n.cfg.MaxPollWait),
+		ErrorLog:          slog.NewLogLogger(n.log.With("listener", name).Handler(), slog.LevelDebug),
+	}
+	n.servers = append(n.servers, srv)
+	n.goBackground(func() {
+		if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.errc <- fmt.Errorf("%s listener: %w", name, err)
+		}
+	})
+}
+
+// Err returns a channel that receives a fatal serving error.
+func (n *Node) Err() <-chan error { return n.errc }
+
+// Shutdown stops accepting requests, releases waiting polls, lets running
+// requests finish (up to ctx), then flushes and closes everything.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.ready.Store(false)
+	close(n.closing)
+	var errs []error
+	for _, s := range n.servers {
+		if err := s.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+			s.Close()
+		}
+	}
+	if n.cancel != nil {
+		n.cancel()
+	}
+	n.wg.Wait()
+	errs = append(errs, n.closeResources())
+	return errors.Join(errs...)
+}
+
+func (n *Node) closeResources() error {
+	var errs []error
+	if n.sink != nil {
+		errs = append(errs, n.sink.Close())
+	}
+	if n.store != nil {
+		errs = append(errs, n.store.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// setupTLS returns the server certificate and the path of the CA file
+// agents must trust: the operator's, or a generated CA in DATA/tls.
+func (n *Node) setupTLS() (tls.Certificate, string, error) {
+	dir := filepath.Join(n.cfg.DataDir, "tls")
+	if n.cfg.TLS.CertFile != "" {
+		cert, err := pki.LoadServerCert(n.cfg.TLS.CertFile, n.cfg.TLS.KeyFile)
+		return cert, n.cfg.TLS.CAFile, err
+	}
+	ca, err := pki.EnsureCA(dir, "Tether CA")
+	if err != nil {
+		return tls.Certificate{}, "", fmt.Errorf("certificate authority: %w", err)
+	}
+	cert, err := pki.EnsureServerCert(ca, dir, pki.HostNames(n.cfg.PublicNames...))
+	if err != nil {
+		return tls.Certificate{}, "", fmt.Errorf("server certificate: %w", err)
+	}
+	return cert, filepath.Join(dir, pki.CACertFile), nil
+}
+
+// bootstrapAdmin creates the first admin token when the store has none and
+// writes it to DATA/admin.token (0600); otherwise it reads that file.
+func (n *Node) bootstrapAdmin(ctx context.Context) (string, error) {
+	path := filepath.Join(n.cfg.DataDir, adminTokenFile)
+	admins, err := n.store.Tokens(ctx, tether.TokenFilter{Role: tether.RoleAdmin, IncludeRevoked: true})
+	if err != nil {
+		return "", fmt.Errorf("look up admin tokens: %w", err)
+	}
+	if len(admins) > 0 {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", nil // the operator removed the file: fine
+		}
+		return string(bytes.TrimSpace(b)), nil
+	}
+	secret, tok := authn.NewAPIToken()
+	tok.Name, tok.Role, tok.CreatedAt = "admin", tether.RoleAdmin, time.Now().UTC()
+	if err := os.WriteFile(path+".tmp", []byte(secret+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write admin token: %w", err)
+	}
+	if err := n.store.CreateToken(ctx, tok); err != nil {
+		return "", fmt.Errorf("create admin token: %w", err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		return "", fmt.Errorf("write admin token: %w", err)
+	}
+	n.FirstStart = true
+	return secret, nil
+}
+
+// listenerURL returns https://HOST:PORT for a listener, with 127.0.0.1 for
+// a wildcard address.
+func listenerURL(ln net.Listener) string {
+	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "https://" + net.JoinHostPort(host, port)
+}
