@@ -1,0 +1,60 @@
+package agent_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tetherhq/tether/agent"
+)
+
+func TestParseConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		yaml    string
+		want    agent.Config
+		wantErr string // substring
+	}{
+		{name: "empty", yaml: "", want: agent.DefaultConfig()},
+		{name: "all keys", yaml: "poll_wait: 20s\nbatch_max_events: 50\nbatch_interval: 250ms\nlog_level: DEBUG\n",
+			want: agent.Config{PollWait: 20 * time.Second, BatchMaxEvents: 50, BatchInterval: 250 * time.Millisecond, LogLevel: "debug"}},
+		{name: "unknown key", yaml: "poll_wait: 20s\npoll_wiat: 3s\n", wantErr: `unknown key "poll_wiat" (known keys: poll_wait, batch_max_events, batch_interval, log_level)`},
+		{name: "bad duration", yaml: "poll_wait: soon\n", wantErr: `poll_wait: "soon" is not valid: want a duration from 1s to 5m0s`},
+		{name: "duration too long", yaml: "poll_wait: 1h\n", wantErr: "poll_wait:"},
+		{name: "interval too short", yaml: "batch_interval: 1ms\n", wantErr: "batch_interval:"},
+		{name: "batch too big", yaml: "batch_max_events: 20000\n", wantErr: `batch_max_events: "20000" is not valid: want an integer from 1 to 10000`},
+		{name: "batch not a number", yaml: "batch_max_events: many\n", wantErr: "batch_max_events:"},
+		{name: "bad level", yaml: "log_level: loud\n", wantErr: `log_level: "loud" is not valid: want one of debug, info, warn, error`},
+		{name: "not a mapping", yaml: "- a\n- b\n", wantErr: "not a YAML mapping"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := agent.ParseConfig([]byte(tt.yaml))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("got %+v, %v; want %+v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadConfigMissingFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "agent.yaml")
+	if cfg, err := agent.LoadConfig(path, false); err != nil || cfg != agent.DefaultConfig() {
+		t.Fatalf("missing default file: %+v, %v", cfg, err)
+	}
+	if _, err := agent.LoadConfig(path, true); err == nil {
+		t.Fatal("missing explicit file: no error")
+	}
+	os.WriteFile(path, []byte("log_level: warn\n"), 0o644)
+	if cfg, err := agent.LoadConfig(path, true); err != nil || cfg.LogLevel != "warn" || cfg.PollWait != 50*time.Second {
+		t.Fatalf("got %+v, %v", cfg, err)
+	}
+}

@@ -1,0 +1,77 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Status is what `tether-agent run` is doing, as written to status.json.
+type Status struct {
+	AgentID  string `json:"agent_id"`
+	Name     string `json:"name"`
+	Server   string `json:"server"`
+	CommsURL string `json:"comms_url"`
+	// State is "running", or "stopped" once run has exited cleanly.
+	State string `json:"state"`
+	// Connected is true when the last call to the comms API succeeded.
+	Connected bool `json:"connected"`
+	// LastError is the last call's error, when Connected is false.
+	LastError     string    `json:"last_error,omitempty"`
+	LastPollAt    time.Time `json:"last_poll_at,omitzero"`
+	QueuedEvents  int       `json:"queued_events"`
+	PendingOrders int       `json:"pending_orders"`
+	// PendingResults are results waiting for the server's acknowledgement.
+	PendingResults int `json:"pending_results"`
+	// DeadLetterBatches counts batches the server refused as invalid.
+	DeadLetterBatches uint64 `json:"dead_letter_batches"`
+	// ConfigVersion is the centralized configuration version held.
+	ConfigVersion string    `json:"config_version,omitempty"`
+	StartedAt     time.Time `json:"started_at"`
+	PID           int       `json:"pid"`
+	Version       string    `json:"version"`
+	// UpdatedAt is when the file was written (about every 2 s while
+	// running).
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Stale reports whether the status was not refreshed recently: the agent
+// that wrote it is probably not running any more.
+func (s Status) Stale(now time.Time) bool {
+	return s.State != "running" || now.Sub(s.UpdatedAt) > 10*time.Second
+}
+
+// ErrNoStatus means run has not written a status file yet.
+var ErrNoStatus = errors.New("no status yet: the agent has not run")
+
+// ReadStatus reads DATA_DIR/status.json.
+func ReadStatus(dataDir string) (Status, error) {
+	var s Status
+	b, err := os.ReadFile(filepath.Join(dataDir, StatusFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return s, ErrNoStatus
+	}
+	if err != nil {
+		return s, fmt.Errorf("read status: %w", err)
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		return s, fmt.Errorf("read status: %w", err)
+	}
+	return s, nil
+}
+
+// WriteStatus writes DATA_DIR/status.json atomically.
+func WriteStatus(dataDir string, s Status) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(dataDir, StatusFile), append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write status: %w", err)
+	}
+	return nil
+}
