@@ -1,0 +1,254 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/tetherhq/tether"
+)
+
+const agentColumns = `id, name, group_list, key_hash, disabled, hostname, os, arch, version,
+	enrolled_at, updated_at, enrolled_by, last_seen, last_batch_seq`
+
+func scanAgent(s scanner) (*tether.Agent, error) {
+	var (
+		a                       tether.Agent
+		groups                  string
+		enrolled, updated, seen sql.NullInt64
+		seq                     int64
+	)
+	err := s.Scan(&a.ID, &a.Name, &groups, &a.KeyHash, &a.Disabled, &a.Hostname, &a.OS, &a.Arch,
+		&a.Version, &enrolled, &updated, &a.EnrolledBy, &seen, &seq)
+	if err != nil {
+		return nil, err
+	}
+	if a.Groups, err = groupsVal(groups); err != nil {
+		return nil, err
+	}
+	a.KeyHash = blobVal(a.KeyHash)
+	a.EnrolledAt, a.UpdatedAt, a.LastSeen = timeVal(enrolled), timeVal(updated), timeVal(seen)
+	a.LastBatchSeq = uint64(seq)
+	return &a, nil
+}
+
+func getAgent(ctx context.Context, q queryer, id string) (*tether.Agent, error) {
+	a, err := scanAgent(q.QueryRowContext(ctx, `SELECT `+agentColumns+` FROM agents WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, tether.NotFound("agent", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("select agent: %w", err)
+	}
+	return a, nil
+}
+
+// RegisterAgent creates the agent, or replaces the key, name, groups and
+// facts of an existing one, and counts one use of the token tokenID (none
+// when tokenID is ""), in one transaction. An existing agent keeps its
+// EnrolledAt, EnrolledBy, Disabled, LastSeen and LastBatchSeq. Zero
+// EnrolledAt and UpdatedAt are set to now. On success *a is updated to the
+// agent as stored.
+func (db *DB) RegisterAgent(ctx context.Context, a *tether.Agent, tokenID string, now time.Time) error {
+	if a.ID == "" {
+		return tether.FieldError("id", "missing")
+	}
+	groups, err := groupsArg(a.Groups)
+	if err != nil {
+		return err
+	}
+	enrolled, updated := a.EnrolledAt, a.UpdatedAt
+	if enrolled.IsZero() {
+		enrolled = now
+	}
+	if updated.IsZero() {
+		updated = now
+	}
+	var stored *tether.Agent
+	err = db.write(ctx, func(tx *sql.Tx) error {
+		if tokenID != "" {
+			t, err := getToken(ctx, tx, tokenID)
+			if err != nil {
+				return err
+			}
+			if err := t.Usable(now); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE tokens SET uses = uses + 1 WHERE id = ?`, tokenID); err != nil {
+				return fmt.Errorf("count token use: %w", err)
+			}
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO agents (`+agentColumns+`)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET
+				name = excluded.name, group_list = excluded.group_list, key_hash = excluded.key_hash,
+				hostname = excluded.hostname, os = excluded.os, arch = excluded.arch,
+				version = excluded.version, updated_at = excluded.updated_at`,
+			a.ID, a.Name, groups, blobArg(a.KeyHash), a.Disabled, a.Hostname, a.OS, a.Arch, a.Version,
+			timeArg(enrolled), timeArg(updated), a.EnrolledBy, timeArg(a.LastSeen), int64(min(a.LastBatchSeq, math.MaxInt64)))
+		if err != nil {
+			return fmt.Errorf("upsert agent: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM agent_groups WHERE agent_id = ?`, a.ID); err != nil {
+			return fmt.Errorf("delete agent groups: %w", err)
+		}
+		for _, g := range a.Groups {
+			_, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO agent_groups (grp, agent_id) VALUES (?, ?)`, g, a.ID)
+			if err != nil {
+				return fmt.Errorf("insert agent group: %w", err)
+			}
+		}
+		stored, err = getAgent(ctx, tx, a.ID)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	*a = *stored
+	return nil
+}
+
+// Agent returns the agent with the id.
+func (db *DB) Agent(ctx context.Context, id string) (*tether.Agent, error) {
+	return getAgent(ctx, db.reader, id)
+}
+
+// Agents lists agents ordered by id.
+func (db *DB) Agents(ctx context.Context, f tether.AgentFilter) ([]*tether.Agent, error) {
+	var (
+		where []string
+		args  []any
+	)
+	if f.Group != "" {
+		where = append(where, "id IN (SELECT agent_id FROM agent_groups WHERE grp = ?)")
+		args = append(args, f.Group)
+	}
+	if f.NamePrefix != "" {
+		// The range lets SQLite use the name index; substr decides.
+		where = append(where, "name >= ? AND substr(name, 1, length(?)) = ?")
+		args = append(args, f.NamePrefix, f.NamePrefix, f.NamePrefix)
+	}
+	if !f.SeenSince.IsZero() {
+		where = append(where, "last_seen >= ?")
+		args = append(args, f.SeenSince.UnixNano())
+	}
+	if !f.NotSeenSince.IsZero() {
+		where = append(where, "last_seen < ?")
+		args = append(args, f.NotSeenSince.UnixNano())
+	}
+	if f.NeverSeen {
+		where = append(where, "last_seen IS NULL")
+	}
+	if f.After != "" {
+		where = append(where, "id > ?")
+		args = append(args, f.After)
+	}
+	q := `SELECT ` + agentColumns + ` FROM agents`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	q += ` ORDER BY id LIMIT ?`
+	args = append(args, limit(f.Limit))
+	rows, err := db.reader.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("select agents: %w", err)
+	}
+	defer rows.Close()
+	var as []*tether.Agent
+	for rows.Next() {
+		a, err := scanAgent(rows)
+		if err != nil {
+			return nil, fmt.Errorf("scan agent: %w", err)
+		}
+		as = append(as, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("select agents: %w", err)
+	}
+	return as, nil
+}
+
+// DeleteAgent removes the agent, its orders and its state. Its command
+// requests stay.
+func (db *DB) DeleteAgent(ctx context.Context, id string) error {
+	res, err := db.writer.ExecContext(ctx, `DELETE FROM agents WHERE id = ?`, id)
+	if err != nil {
+		return fmt.Errorf("delete agent: %w", err)
+	}
+	n, err := rowsAffected(res)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return tether.NotFound("agent", id)
+	}
+	return nil
+}
+
+// TouchAgents records last-seen times in one transaction. Unknown ids and
+// zero times are ignored; a time does not replace a later one.
+func (db *DB) TouchAgents(ctx context.Context, seen map[string]time.Time) error {
+	if len(seen) == 0 {
+		return nil
+	}
+	return db.write(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx,
+			`UPDATE agents SET last_seen = ?1 WHERE id = ?2 AND (last_seen IS NULL OR last_seen < ?1)`)
+		if err != nil {
+			return fmt.Errorf("prepare touch agent: %w", err)
+		}
+		defer stmt.Close()
+		for id, at := range seen {
+			if at.IsZero() {
+				continue
+			}
+			if _, err := stmt.ExecContext(ctx, at.UnixNano(), id); err != nil {
+				return fmt.Errorf("touch agent: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+// AcceptBatch records the agent's batch seq, unless it is not above the last
+// one accepted.
+func (db *DB) AcceptBatch(ctx context.Context, agentID string, seq uint64) (bool, error) {
+	if seq > math.MaxInt64 {
+		return false, tether.FieldError("seq", "over %d", int64(math.MaxInt64))
+	}
+	accepted := false
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx,
+			`UPDATE agents SET last_batch_seq = ?1 WHERE id = ?2 AND last_batch_seq < ?1`, int64(seq), agentID)
+		if err != nil {
+			return fmt.Errorf("accept batch: %w", err)
+		}
+		n, err := rowsAffected(res)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			accepted = true
+			return nil
+		}
+		return agentExists(ctx, tx, agentID)
+	})
+	return accepted, err
+}
+
+// agentExists returns ENOTFOUND unless the agent exists.
+func agentExists(ctx context.Context, q queryer, id string) error {
+	var one int
+	err := q.QueryRowContext(ctx, `SELECT 1 FROM agents WHERE id = ?`, id).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return tether.NotFound("agent", id)
+	}
+	if err != nil {
+		return fmt.Errorf("select agent: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,363 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/tetherhq/tether"
+)
+
+const requestColumns = `id, target_type, target_id, action_name, action_args, action_version,
+	timeout_ns, source, user_name, created_at`
+
+func scanRequest(s scanner) (*tether.CommandRequest, error) {
+	var (
+		r       tether.CommandRequest
+		ttype   string
+		args    []byte
+		timeout int64
+		created sql.NullInt64
+	)
+	err := s.Scan(&r.ID, &ttype, &r.Target.ID, &r.Action.Name, &args, &r.Action.Version,
+		&timeout, &r.Source, &r.User, &created)
+	if err != nil {
+		return nil, err
+	}
+	r.Target.Type = tether.TargetType(ttype)
+	r.Action.Args = blobVal(args)
+	r.Timeout = time.Duration(timeout)
+	r.CreatedAt = timeVal(created)
+	return &r, nil
+}
+
+const orderColumns = `seq, id, request_id, agent_id, action_name, action_args, action_version,
+	status, result_code, result_message, result_data, user_name,
+	created_at, sent_at, received_at, finished_at, timeout_at, attempts`
+
+// scanOrder reads an order and its seq, the insertion order.
+func scanOrder(s scanner) (*tether.Order, int64, error) {
+	var (
+		o                                        tether.Order
+		seq                                      int64
+		status                                   string
+		args, data                               []byte
+		created, sent, received, finished, tmout sql.NullInt64
+	)
+	err := s.Scan(&seq, &o.ID, &o.RequestID, &o.AgentID, &o.Action.Name, &args, &o.Action.Version,
+		&status, &o.Result.Code, &o.Result.Message, &data, &o.User,
+		&created, &sent, &received, &finished, &tmout, &o.Attempts)
+	if err != nil {
+		return nil, 0, err
+	}
+	o.Status = tether.OrderStatus(status)
+	o.Action.Args, o.Result.Data = blobVal(args), blobVal(data)
+	o.CreatedAt, o.SentAt, o.ReceivedAt = timeVal(created), timeVal(sent), timeVal(received)
+	o.FinishedAt, o.TimeoutAt = timeVal(finished), timeVal(tmout)
+	return &o, seq, nil
+}
+
+func queryOrders(ctx context.Context, q queryer, query string, args ...any) ([]*tether.Order, []int64, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("select orders: %w", err)
+	}
+	defer rows.Close()
+	var (
+		os   []*tether.Order
+		seqs []int64
+	)
+	for rows.Next() {
+		o, seq, err := scanOrder(rows)
+		if err != nil {
+			return nil, nil, fmt.Errorf("scan order: %w", err)
+		}
+		os = append(os, o)
+		seqs = append(seqs, seq)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("select orders: %w", err)
+	}
+	return os, seqs, nil
+}
+
+func getOrder(ctx context.Context, q queryer, id string) (*tether.Order, error) {
+	o, _, err := scanOrder(q.QueryRowContext(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, tether.NotFound("order", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("select order: %w", err)
+	}
+	return o, nil
+}
+
+// CreateCommand stores the request and its orders in one transaction. Zero
+// CreatedAt times are set to the current time, and an order's empty Status
+// to pending. An order for an unknown agent is ENOTFOUND and an id in use
+// ECONFLICT; either way nothing is stored.
+func (db *DB) CreateCommand(ctx context.Context, r *tether.CommandRequest, orders []*tether.Order) error {
+	now := db.now().UTC()
+	if r.CreatedAt.IsZero() {
+		r.CreatedAt = now
+	}
+	for _, o := range orders {
+		if o.Status == "" {
+			o.Status = tether.OrderPending
+		}
+		if !o.Status.Valid() {
+			return tether.FieldError("status", "unknown order status %q", o.Status)
+		}
+		if o.CreatedAt.IsZero() {
+			o.CreatedAt = r.CreatedAt
+		}
+	}
+	return db.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO command_requests (`+requestColumns+`)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			r.ID, string(r.Target.Type), r.Target.ID, r.Action.Name, blobArg(r.Action.Args), r.Action.Version,
+			int64(r.Timeout), r.Source, r.User, timeArg(r.CreatedAt))
+		if isUniqueViolation(err) {
+			return tether.Errorf(tether.ECONFLICT, "command %q already exists", r.ID)
+		}
+		if err != nil {
+			return fmt.Errorf("insert command: %w", err)
+		}
+		if len(orders) == 0 {
+			return nil
+		}
+		// The SELECT … WHERE EXISTS inserts nothing for an unknown agent,
+		// which tells it apart without a second statement per order.
+		stmt, err := tx.PrepareContext(ctx, `INSERT INTO orders (
+				id, request_id, agent_id, action_name, action_args, action_version,
+				status, result_code, result_message, result_data, user_name,
+				created_at, sent_at, received_at, finished_at, timeout_at, attempts)
+			SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+			WHERE EXISTS (SELECT 1 FROM agents WHERE id = ?)`)
+		if err != nil {
+			return fmt.Errorf("prepare insert order: %w", err)
+		}
+		defer stmt.Close()
+		for _, o := range orders {
+			res, err := stmt.ExecContext(ctx,
+				o.ID, r.ID, o.AgentID, o.Action.Name, blobArg(o.Action.Args), o.Action.Version,
+				string(o.Status), o.Result.Code, o.Result.Message, blobArg(o.Result.Data), o.User,
+				timeArg(o.CreatedAt), timeArg(o.SentAt), timeArg(o.ReceivedAt), timeArg(o.FinishedAt),
+				timeArg(o.TimeoutAt), o.Attempts, o.AgentID)
+			if isUniqueViolation(err) {
+				return tether.Errorf(tether.ECONFLICT, "order %q already exists", o.ID)
+			}
+			if err != nil {
+				return fmt.Errorf("insert order: %w", err)
+			}
+			n, err := rowsAffected(res)
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				return tether.NotFound("agent", o.AgentID)
+			}
+			o.RequestID = r.ID
+		}
+		return nil
+	})
+}
+
+// Command returns the request and its orders, ordered by creation time and id.
+func (db *DB) Command(ctx context.Context, id string) (*tether.CommandRequest, []*tether.Order, error) {
+	var (
+		r  *tether.CommandRequest
+		os []*tether.Order
+	)
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		var err error
+		r, err = scanRequest(tx.QueryRowContext(ctx, `SELECT `+requestColumns+` FROM command_requests WHERE id = ?`, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return tether.NotFound("command", id)
+		}
+		if err != nil {
+			return fmt.Errorf("select command: %w", err)
+		}
+		os, _, err = queryOrders(ctx, tx, `SELECT `+orderColumns+` FROM orders
+			WHERE request_id = ? ORDER BY created_at, id`, id)
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, os, nil
+}
+
+// Commands lists command requests, newest first.
+func (db *DB) Commands(ctx context.Context, f tether.CommandFilter) ([]*tether.CommandRequest, error) {
+	var (
+		where []string
+		args  []any
+	)
+	switch {
+	case f.AgentID != "" && f.Status != "":
+		where = append(where, "id IN (SELECT request_id FROM orders WHERE agent_id = ? AND status = ?)")
+		args = append(args, f.AgentID, string(f.Status))
+	case f.AgentID != "":
+		where = append(where, "id IN (SELECT request_id FROM orders WHERE agent_id = ?)")
+		args = append(args, f.AgentID)
+	case f.Status != "":
+		where = append(where, "EXISTS (SELECT 1 FROM orders o WHERE o.request_id = command_requests.id AND o.status = ?)")
+		args = append(args, string(f.Status))
+	}
+	if !f.Before.IsZero() {
+		where = append(where, "created_at < ?")
+		args = append(args, f.Before.UnixNano())
+	}
+	q := `SELECT ` + requestColumns + ` FROM command_requests`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	q += ` ORDER BY created_at DESC, id DESC LIMIT ?`
+	args = append(args, limit(f.Limit))
+	rows, err := db.reader.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("select commands: %w", err)
+	}
+	defer rows.Close()
+	var rs []*tether.CommandRequest
+	for rows.Next() {
+		r, err := scanRequest(rows)
+		if err != nil {
+			return nil, fmt.Errorf("scan command: %w", err)
+		}
+		rs = append(rs, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("select commands: %w", err)
+	}
+	return rs, nil
+}
+
+// Order returns one order.
+func (db *DB) Order(ctx context.Context, id string) (*tether.Order, error) {
+	return getOrder(ctx, db.reader, id)
+}
+
+// DeliverOrders acknowledges the receipt of the ids in received (orders of
+// this agent only), then returns up to limit (default 100) orders of the
+// agent that are pending, or sent but not received, and whose time window
+// has not ended at now, in creation order; it marks them sent and counts the
+// delivery, all in one transaction.
+func (db *DB) DeliverOrders(ctx context.Context, agentID string, received []string, limitN int, now time.Time) ([]*tether.Order, error) {
+	at := now.UnixNano()
+	var os []*tether.Order
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		if len(received) > 0 {
+			stmt, err := tx.PrepareContext(ctx, `UPDATE orders SET received_at = ?
+				WHERE id = ? AND agent_id = ? AND received_at IS NULL`)
+			if err != nil {
+				return fmt.Errorf("prepare receive order: %w", err)
+			}
+			defer stmt.Close()
+			for _, id := range received {
+				if _, err := stmt.ExecContext(ctx, at, id, agentID); err != nil {
+					return fmt.Errorf("receive order: %w", err)
+				}
+			}
+		}
+		var (
+			seqs []int64
+			err  error
+		)
+		os, seqs, err = queryOrders(ctx, tx, `SELECT `+orderColumns+` FROM orders
+			WHERE agent_id = ?1
+				AND (status = 'pending' OR (status = 'sent' AND received_at IS NULL))
+				AND (timeout_at IS NULL OR timeout_at > ?2)
+			ORDER BY created_at, seq LIMIT ?3`, agentID, at, limit(limitN))
+		if err != nil {
+			return err
+		}
+		if len(os) == 0 {
+			return nil
+		}
+		stmt, err := tx.PrepareContext(ctx, `UPDATE orders
+			SET status = 'sent', sent_at = coalesce(sent_at, ?), attempts = attempts + 1 WHERE seq = ?`)
+		if err != nil {
+			return fmt.Errorf("prepare send order: %w", err)
+		}
+		defer stmt.Close()
+		for i, o := range os {
+			if _, err := stmt.ExecContext(ctx, at, seqs[i]); err != nil {
+				return fmt.Errorf("send order: %w", err)
+			}
+			o.Status = tether.OrderSent
+			if o.SentAt.IsZero() {
+				o.SentAt = timeVal(sql.NullInt64{Int64: at, Valid: true})
+			}
+			o.Attempts++
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return os, nil
+}
+
+// FinishOrder moves an order of the agent to success or failure with its
+// result, and returns the order as stored. An order that had already
+// finished is returned unchanged; an order of another agent is ENOTFOUND.
+func (db *DB) FinishOrder(ctx context.Context, agentID, orderID string, status tether.OrderStatus, res tether.Result, at time.Time) (*tether.Order, error) {
+	if !status.Finished() {
+		return nil, tether.FieldError("status", "must be %q or %q, not %q", tether.OrderSuccess, tether.OrderFailure, status)
+	}
+	var o *tether.Order
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		r, err := tx.ExecContext(ctx, `UPDATE orders
+			SET status = ?, result_code = ?, result_message = ?, result_data = ?, finished_at = ?
+			WHERE id = ? AND agent_id = ? AND status IN ('pending', 'sent')`,
+			string(status), res.Code, res.Message, blobArg(res.Data), timeArg(at), orderID, agentID)
+		if err != nil {
+			return fmt.Errorf("finish order: %w", err)
+		}
+		n, err := rowsAffected(r)
+		if err != nil {
+			return err
+		}
+		o, err = getOrder(ctx, tx, orderID)
+		if err != nil {
+			return err
+		}
+		if o.AgentID != agentID {
+			return tether.NotFound("order", orderID)
+		}
+		if n == 0 {
+			// Not changed: legal only because it had already finished.
+			if err := tether.Transition(o.Status, status); err != nil && o.Status.Finished() {
+				return nil
+			} else if err != nil {
+				return err
+			}
+			return fmt.Errorf("finish order %s: no change from status %q", orderID, o.Status)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// ExpireOrders fails every pending or sent order whose time window ended at
+// or before now, with the message "timed out", in one statement, and
+// returns how many it changed.
+func (db *DB) ExpireOrders(ctx context.Context, now time.Time) (int, error) {
+	at := now.UnixNano()
+	res, err := db.writer.ExecContext(ctx, `UPDATE orders
+		SET status = 'failure', result_code = 0, result_message = 'timed out', result_data = NULL, finished_at = ?1
+		WHERE status IN ('pending', 'sent') AND timeout_at <= ?1`, at)
+	if err != nil {
+		return 0, fmt.Errorf("expire orders: %w", err)
+	}
+	n, err := rowsAffected(res)
+	return int(n), err
+}

@@ -1,0 +1,154 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/tetherhq/tether"
+)
+
+// SigningKeys lists every signing key, newest first.
+func (db *DB) SigningKeys(ctx context.Context) ([]*tether.SigningKey, error) {
+	rows, err := db.reader.QueryContext(ctx, `SELECT id, private, created_at, retired_at
+		FROM signing_keys ORDER BY created_at DESC, id DESC`)
+	if err != nil {
+		return nil, fmt.Errorf("select signing keys: %w", err)
+	}
+	defer rows.Close()
+	var ks []*tether.SigningKey
+	for rows.Next() {
+		var (
+			created, retired sql.NullInt64
+			key              tether.SigningKey
+		)
+		if err := rows.Scan(&key.ID, &key.Private, &created, &retired); err != nil {
+			return nil, fmt.Errorf("scan signing key: %w", err)
+		}
+		key.CreatedAt, key.RetiredAt = timeVal(created), timeVal(retired)
+		ks = append(ks, &key)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("select signing keys: %w", err)
+	}
+	return ks, nil
+}
+
+// AddSigningKey stores a new key; a zero CreatedAt is set to the current
+// time. A key id in use is ECONFLICT.
+func (db *DB) AddSigningKey(ctx context.Context, k *tether.SigningKey) error {
+	if k.CreatedAt.IsZero() {
+		k.CreatedAt = db.now().UTC()
+	}
+	_, err := db.writer.ExecContext(ctx, `INSERT INTO signing_keys (id, private, created_at, retired_at)
+		VALUES (?, ?, ?, ?)`, k.ID, k.Private, timeArg(k.CreatedAt), timeArg(k.RetiredAt))
+	if isUniqueViolation(err) {
+		return tether.Errorf(tether.ECONFLICT, "signing key %q already exists", k.ID)
+	}
+	if err != nil {
+		return fmt.Errorf("insert signing key: %w", err)
+	}
+	return nil
+}
+
+// Secret returns a named cluster secret.
+func (db *DB) Secret(ctx context.Context, name string) ([]byte, error) {
+	var v []byte
+	err := db.reader.QueryRowContext(ctx, `SELECT value FROM secrets WHERE name = ?`, name).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, tether.NotFound("secret", name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("select secret: %w", err)
+	}
+	return v, nil
+}
+
+// PutSecretOnce stores a named secret unless it exists, and returns the
+// stored value.
+func (db *DB) PutSecretOnce(ctx context.Context, name string, value []byte) ([]byte, error) {
+	if value == nil {
+		value = []byte{}
+	}
+	var v []byte
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO secrets (name, value, created_at) VALUES (?, ?, ?)
+			ON CONFLICT (name) DO NOTHING`, name, value, db.now().UnixNano())
+		if err != nil {
+			return fmt.Errorf("insert secret: %w", err)
+		}
+		if err := tx.QueryRowContext(ctx, `SELECT value FROM secrets WHERE name = ?`, name).Scan(&v); err != nil {
+			return fmt.Errorf("select secret: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// GroupConfigs returns the configurations of the named groups that have
+// one, in the order of groups (a group named twice is returned once).
+func (db *DB) GroupConfigs(ctx context.Context, groups []string) ([]*tether.GroupConfig, error) {
+	if len(groups) == 0 {
+		return nil, nil
+	}
+	byGroup := make(map[string]*tether.GroupConfig, len(groups))
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, `SELECT doc, updated_at FROM group_configs WHERE grp = ?`)
+		if err != nil {
+			return fmt.Errorf("prepare select group config: %w", err)
+		}
+		defer stmt.Close()
+		for _, g := range groups {
+			if _, ok := byGroup[g]; ok {
+				continue
+			}
+			c := tether.GroupConfig{Group: g}
+			var updated sql.NullInt64
+			err := stmt.QueryRowContext(ctx, g).Scan(&c.Doc, &updated)
+			if errors.Is(err, sql.ErrNoRows) {
+				byGroup[g] = nil
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("select group config: %w", err)
+			}
+			c.UpdatedAt = timeVal(updated)
+			byGroup[g] = &c
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var cs []*tether.GroupConfig
+	for _, g := range groups {
+		if c := byGroup[g]; c != nil {
+			cs = append(cs, c)
+			byGroup[g] = nil
+		}
+	}
+	return cs, nil
+}
+
+// PutGroupConfig creates or replaces a group's configuration; a zero
+// UpdatedAt is set to the current time.
+func (db *DB) PutGroupConfig(ctx context.Context, c *tether.GroupConfig) error {
+	if c.UpdatedAt.IsZero() {
+		c.UpdatedAt = db.now().UTC()
+	}
+	doc := c.Doc
+	if doc == nil {
+		doc = []byte{}
+	}
+	_, err := db.writer.ExecContext(ctx, `INSERT INTO group_configs (grp, doc, updated_at) VALUES (?, ?, ?)
+		ON CONFLICT (grp) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at`,
+		c.Group, doc, timeArg(c.UpdatedAt))
+	if err != nil {
+		return fmt.Errorf("put group config: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,234 @@
+package sqlite_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tetherhq/tether"
+	"github.com/tetherhq/tether/server/sqlite"
+	"github.com/tetherhq/tether/server/storetest"
+)
+
+func open(t *testing.T, path string) *sqlite.DB {
+	t.Helper()
+	db, err := sqlite.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := db.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return db
+}
+
+func TestStore(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) tether.Store {
+		return open(t, filepath.Join(t.TempDir(), "tether.db"))
+	})
+}
+
+// rawDB opens the file with the driver alone, to look behind the store.
+func rawDB(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func TestOpenCreatesFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "new.db")
+	db := open(t, path)
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("database file: %v", err)
+	}
+	if db.Path() != path {
+		t.Errorf("Path() = %q, want %q", db.Path(), path)
+	}
+	if err := db.Ping(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOpenOddPath(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "a dir?#%", "x?y.db")
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	open(t, path)
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("database file: %v", err)
+	}
+}
+
+func TestOpenMissingDir(t *testing.T) {
+	_, err := sqlite.Open(filepath.Join(t.TempDir(), "missing", "tether.db"))
+	if err == nil {
+		t.Fatal("Open in a missing directory succeeded")
+	}
+}
+
+func TestWAL(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tether.db")
+	open(t, path)
+	var mode string
+	if err := rawDB(t, path).QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil {
+		t.Fatal(err)
+	}
+	if mode != "wal" {
+		t.Errorf("journal_mode = %q, want wal", mode)
+	}
+}
+
+func TestMigrations(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tether.db")
+	db, err := sqlite.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	v, err := db.SchemaVersion(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if latest := sqlite.LatestSchemaVersion(); v != latest || v < 1 {
+		t.Errorf("SchemaVersion = %d, want %d (and at least 1)", v, latest)
+	}
+	a := &tether.Agent{ID: "0b7e3c8e-8d3f-4c7e-9f5c-0e6f4b1c2d3e", Name: "kept"}
+	if err := db.RegisterAgent(ctx, a, "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	count := func() (n int, last int64) {
+		t.Helper()
+		raw := rawDB(t, path)
+		if err := raw.QueryRow("SELECT count(*), max(applied_at) FROM schema_migrations").Scan(&n, &last); err != nil {
+			t.Fatal(err)
+		}
+		raw.Close()
+		return n, last
+	}
+	n1, last1 := count()
+	if n1 != v {
+		t.Errorf("schema_migrations has %d rows, want %d", n1, v)
+	}
+
+	// Reopening an up-to-date database applies nothing and keeps the data.
+	db = open(t, path)
+	if _, err := db.Agent(ctx, a.ID); err != nil {
+		t.Errorf("agent after reopening: %v", err)
+	}
+	db.Close()
+	if n2, last2 := count(); n2 != n1 || last2 != last1 {
+		t.Errorf("reopening applied migrations: %d rows (last at %d), want %d (last at %d)", n2, last2, n1, last1)
+	}
+}
+
+func TestMigrationsNewerSchema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tether.db")
+	db, err := sqlite.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	raw := rawDB(t, path)
+	if _, err := raw.Exec("INSERT INTO schema_migrations (version, applied_at) VALUES (9999, 0)"); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+
+	_, err = sqlite.Open(path)
+	if err == nil {
+		t.Fatal("Open of a database with a newer schema succeeded")
+	}
+	if !strings.Contains(err.Error(), "database schema version 9999 is newer than this server") ||
+		!strings.Contains(err.Error(), "upgrade tether-server") {
+		t.Errorf("error = %q, want it to name the version and say to upgrade", err)
+	}
+}
+
+// TestTwoHandles runs two stores on one file, as two processes would (for
+// example a server and an offline admin command): writes from both wait for
+// each other instead of failing with SQLITE_BUSY.
+func TestTwoHandles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tether.db")
+	dbs := []*sqlite.DB{open(t, path), open(t, path)}
+	ctx := context.Background()
+	now := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+
+	tok := &tether.Token{ID: "enroll", Name: "enroll", Role: tether.RoleRegistrar, SecretHash: []byte("hash"), MaxUses: 5, CreatedAt: now}
+	if err := dbs[0].CreateToken(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	var agents []*tether.Agent
+	for i := range 6 {
+		a := &tether.Agent{ID: strings.Repeat(string(rune('a'+i)), 8) + "-0000-4000-8000-000000000000", Name: "a"}
+		agents = append(agents, a)
+	}
+	errs := make([]error, len(agents))
+	var wg sync.WaitGroup
+	for i, a := range agents {
+		wg.Go(func() { errs[i] = dbs[i%2].RegisterAgent(ctx, a, "enroll", now) })
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		switch tether.ErrorCode(err) {
+		case "":
+			ok++
+		case tether.EGONE:
+		default:
+			t.Errorf("RegisterAgent: %v", err)
+		}
+	}
+	if ok != 5 {
+		t.Errorf("%d registrations succeeded, want 5", ok)
+	}
+
+	// Orders expire once, whichever handle sweeps.
+	r := &tether.CommandRequest{ID: "r1", Target: tether.Target{Type: tether.TargetServer}, Action: tether.Action{Name: "x"}, CreatedAt: now}
+	var enrolled *tether.Agent
+	for i, a := range agents {
+		if errs[i] == nil {
+			enrolled = a
+			break
+		}
+	}
+	var orders []*tether.Order
+	for i := range 100 {
+		orders = append(orders, &tether.Order{ID: fmt.Sprintf("r1-%03d", i), AgentID: enrolled.ID,
+			Action: r.Action, CreatedAt: now, TimeoutAt: now.Add(time.Minute)})
+	}
+	if err := dbs[1].CreateCommand(ctx, r, orders); err != nil {
+		t.Fatal(err)
+	}
+	counts := make([]int, 4)
+	for i := range counts {
+		wg.Go(func() {
+			n, err := dbs[i%2].ExpireOrders(ctx, now.Add(time.Hour))
+			if err != nil {
+				t.Error(err)
+			}
+			counts[i] = n
+		})
+	}
+	wg.Wait()
+	if sum := counts[0] + counts[1] + counts[2] + counts[3]; sum != len(orders) {
+		t.Errorf("sweepers expired %v = %d orders, want %d", counts, sum, len(orders))
+	}
+}

@@ -1,0 +1,164 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/tetherhq/tether"
+)
+
+const tokenColumns = `id, name, role, secret_hash, group_list, max_uses, uses,
+	expires_at, revoked_at, created_at, created_by`
+
+func scanToken(s scanner) (*tether.Token, error) {
+	var (
+		t                         tether.Token
+		role, groups              string
+		expires, revoked, created sql.NullInt64
+	)
+	err := s.Scan(&t.ID, &t.Name, &role, &t.SecretHash, &groups, &t.MaxUses, &t.Uses,
+		&expires, &revoked, &created, &t.CreatedBy)
+	if err != nil {
+		return nil, err
+	}
+	t.Role = tether.Role(role)
+	if t.Groups, err = groupsVal(groups); err != nil {
+		return nil, err
+	}
+	t.ExpiresAt, t.RevokedAt, t.CreatedAt = timeVal(expires), timeVal(revoked), timeVal(created)
+	return &t, nil
+}
+
+// groupsArg encodes a list of groups as a JSON array.
+func groupsArg(groups []string) (string, error) {
+	if len(groups) == 0 {
+		return "[]", nil
+	}
+	b, err := json.Marshal(groups)
+	if err != nil {
+		return "", fmt.Errorf("encode groups: %w", err)
+	}
+	return string(b), nil
+}
+
+// groupsVal decodes a JSON array of groups; an empty list is nil.
+func groupsVal(s string) ([]string, error) {
+	var groups []string
+	if err := json.Unmarshal([]byte(s), &groups); err != nil {
+		return nil, fmt.Errorf("decode groups: %w", err)
+	}
+	if len(groups) == 0 {
+		return nil, nil
+	}
+	return groups, nil
+}
+
+// CreateToken stores a new token. A zero CreatedAt is set to the current
+// time. A token id in use is ECONFLICT.
+func (db *DB) CreateToken(ctx context.Context, t *tether.Token) error {
+	if t.CreatedAt.IsZero() {
+		t.CreatedAt = db.now().UTC()
+	}
+	groups, err := groupsArg(t.Groups)
+	if err != nil {
+		return err
+	}
+	_, err = db.writer.ExecContext(ctx, `INSERT INTO tokens (`+tokenColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		t.ID, t.Name, string(t.Role), t.SecretHash, groups, t.MaxUses, t.Uses,
+		timeArg(t.ExpiresAt), timeArg(t.RevokedAt), timeArg(t.CreatedAt), t.CreatedBy)
+	if isUniqueViolation(err) {
+		return tether.Errorf(tether.ECONFLICT, "token %q already exists", t.ID)
+	}
+	if err != nil {
+		return fmt.Errorf("insert token: %w", err)
+	}
+	return nil
+}
+
+// Token returns the token with the id, revoked or not.
+func (db *DB) Token(ctx context.Context, id string) (*tether.Token, error) {
+	return getToken(ctx, db.reader, id)
+}
+
+// queryer is a *sql.DB or a *sql.Tx.
+type queryer interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+func getToken(ctx context.Context, q queryer, id string) (*tether.Token, error) {
+	t, err := scanToken(q.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, tether.NotFound("token", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("select token: %w", err)
+	}
+	return t, nil
+}
+
+// Tokens lists tokens, newest first. Unless f.IncludeRevoked, revoked tokens
+// and tokens expired at the current time are left out.
+func (db *DB) Tokens(ctx context.Context, f tether.TokenFilter) ([]*tether.Token, error) {
+	var (
+		where []string
+		args  []any
+	)
+	if f.Role != "" {
+		where = append(where, "role = ?")
+		args = append(args, string(f.Role))
+	}
+	if !f.IncludeRevoked {
+		where = append(where, "revoked_at IS NULL", "(expires_at IS NULL OR expires_at > ?)")
+		args = append(args, db.now().UnixNano())
+	}
+	q := `SELECT ` + tokenColumns + ` FROM tokens`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	q += ` ORDER BY created_at DESC, id DESC`
+	rows, err := db.reader.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("select tokens: %w", err)
+	}
+	defer rows.Close()
+	var ts []*tether.Token
+	for rows.Next() {
+		t, err := scanToken(rows)
+		if err != nil {
+			return nil, fmt.Errorf("scan token: %w", err)
+		}
+		ts = append(ts, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("select tokens: %w", err)
+	}
+	return ts, nil
+}
+
+// RevokeToken marks the token revoked at the time given. Revoking a revoked
+// token keeps the first revocation time.
+func (db *DB) RevokeToken(ctx context.Context, id string, at time.Time) error {
+	if at.IsZero() {
+		at = db.now()
+	}
+	res, err := db.writer.ExecContext(ctx,
+		`UPDATE tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?`, at.UnixNano(), id)
+	if err != nil {
+		return fmt.Errorf("revoke token: %w", err)
+	}
+	n, err := rowsAffected(res)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return tether.NotFound("token", id)
+	}
+	return nil
+}

@@ -1,0 +1,179 @@
+package storetest
+
+import (
+	"bytes"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tetherhq/tether"
+)
+
+func testSigningKeys(t *testing.T, s tether.Store) {
+	ks, err := s.SigningKeys(ctx(t))
+	must(t, err)
+	if len(ks) != 0 {
+		t.Fatalf("new store has %d signing keys", len(ks))
+	}
+	old := &tether.SigningKey{ID: "k1", Private: bytes.Repeat([]byte{1}, 64), CreatedAt: t0, RetiredAt: at(time.Hour)}
+	cur := &tether.SigningKey{ID: "k2", Private: bytes.Repeat([]byte{2}, 64), CreatedAt: at(time.Hour)}
+	must(t, s.AddSigningKey(ctx(t), old))
+	must(t, s.AddSigningKey(ctx(t), cur))
+	wantCode(t, s.AddSigningKey(ctx(t), &tether.SigningKey{ID: "k1", Private: cur.Private, CreatedAt: t0}), tether.ECONFLICT)
+
+	ks, err = s.SigningKeys(ctx(t))
+	must(t, err)
+	want := []*tether.SigningKey{cur, old}
+	if len(ks) != len(want) {
+		t.Fatalf("SigningKeys = %d keys, want %d", len(ks), len(want))
+	}
+	for i, w := range want {
+		if ks[i].ID != w.ID {
+			t.Errorf("key %d = %s, want %s", i, ks[i].ID, w.ID)
+			continue
+		}
+		checkBytes(t, "Private", ks[i].Private, w.Private)
+		checkTime(t, "CreatedAt", ks[i].CreatedAt, w.CreatedAt)
+		checkTime(t, "RetiredAt", ks[i].RetiredAt, w.RetiredAt)
+	}
+}
+
+func testSecrets(t *testing.T, s tether.Store) {
+	_, err := s.Secret(ctx(t), "cookie")
+	wantCode(t, err, tether.ENOTFOUND)
+
+	got, err := s.PutSecretOnce(ctx(t), "cookie", []byte("first"))
+	must(t, err)
+	checkBytes(t, "PutSecretOnce", got, []byte("first"))
+	got, err = s.PutSecretOnce(ctx(t), "cookie", []byte("second"))
+	must(t, err)
+	checkBytes(t, "PutSecretOnce again", got, []byte("first"))
+	got, err = s.Secret(ctx(t), "cookie")
+	must(t, err)
+	checkBytes(t, "Secret", got, []byte("first"))
+
+	got, err = s.PutSecretOnce(ctx(t), "other", []byte{0, 1, 2, 255})
+	must(t, err)
+	checkBytes(t, "PutSecretOnce binary", got, []byte{0, 1, 2, 255})
+}
+
+func testPutSecretOnceRace(t *testing.T, s tether.Store) {
+	const n = 10
+	got := make([][]byte, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			v, err := s.PutSecretOnce(ctx(t), "jwt", fmt.Appendf(nil, "value-%d", i))
+			if err != nil {
+				t.Errorf("PutSecretOnce: %v", err)
+			}
+			got[i] = v
+		})
+	}
+	wg.Wait()
+	stored, err := s.Secret(ctx(t), "jwt")
+	must(t, err)
+	for i, v := range got {
+		if !bytes.Equal(v, stored) {
+			t.Errorf("PutSecretOnce %d returned %q, but %q is stored", i, v, stored)
+		}
+	}
+}
+
+func testGroupConfigs(t *testing.T, s tether.Store) {
+	cs, err := s.GroupConfigs(ctx(t), []string{"web"})
+	must(t, err)
+	if len(cs) != 0 {
+		t.Fatalf("new store has %d group configs", len(cs))
+	}
+	web := &tether.GroupConfig{Group: "web", Doc: []byte(`{"log_level": "debug"}`), UpdatedAt: t0}
+	db := &tether.GroupConfig{Group: "db", Doc: []byte(`{"modules": ["inventory"]}`), UpdatedAt: at(time.Minute)}
+	must(t, s.PutGroupConfig(ctx(t), web))
+	must(t, s.PutGroupConfig(ctx(t), db))
+
+	check := func(groups []string, want ...*tether.GroupConfig) {
+		t.Helper()
+		cs, err := s.GroupConfigs(ctx(t), groups)
+		must(t, err)
+		if len(cs) != len(want) {
+			t.Fatalf("GroupConfigs(%q) = %d configs, want %d", groups, len(cs), len(want))
+		}
+		for i, w := range want {
+			if cs[i].Group != w.Group {
+				t.Errorf("GroupConfigs(%q)[%d] = %s, want %s", groups, i, cs[i].Group, w.Group)
+				continue
+			}
+			checkJSON(t, "Doc", cs[i].Doc, w.Doc)
+			checkTime(t, "UpdatedAt", cs[i].UpdatedAt, w.UpdatedAt)
+		}
+	}
+	check([]string{"db", "missing", "web"}, db, web)
+	check([]string{"web", "db"}, web, db)
+	check([]string{"missing"})
+	check(nil)
+
+	web2 := &tether.GroupConfig{Group: "web", Doc: []byte(`{"log_level": "info"}`), UpdatedAt: at(time.Hour)}
+	must(t, s.PutGroupConfig(ctx(t), web2))
+	check([]string{"web", "db"}, web2, db)
+}
+
+// testConcurrentWrites runs every kind of write from many goroutines at
+// once: none may fail because another holds a lock.
+func testConcurrentWrites(t *testing.T, s tether.Store) {
+	const agents, rounds = 4, 25
+	var as []*tether.Agent
+	for i := range agents {
+		as = append(as, register(t, s, fmt.Sprintf("a%d", i)))
+	}
+	var wg sync.WaitGroup
+	for _, a := range as {
+		wg.Go(func() {
+			var received []string
+			for i := range rounds {
+				now := at(time.Duration(i) * time.Second)
+				steps := []func() error{
+					func() error { return s.TouchAgents(ctx(t), map[string]time.Time{a.ID: now}) },
+					func() error { _, err := s.AcceptBatch(ctx(t), a.ID, uint64(i+1)); return err },
+					func() error {
+						return s.ApplyState(ctx(t), a.ID, uint64(i+1), []tether.Event{upsert("m", "k", fmt.Sprintf(`{"i": %d}`, i))}, now)
+					},
+					func() error {
+						r, orders := newCommand(now, time.Hour, a)
+						return s.CreateCommand(ctx(t), r, orders)
+					},
+					func() error {
+						orders, err := s.DeliverOrders(ctx(t), a.ID, received, 10, now)
+						received = ids(orders)
+						for _, o := range orders {
+							if _, err := s.FinishOrder(ctx(t), a.ID, o.ID, tether.OrderSuccess, tether.Result{}, now); err != nil {
+								return err
+							}
+						}
+						return err
+					},
+					func() error { _, err := s.ExpireOrders(ctx(t), now); return err },
+					func() error {
+						again := *a
+						return s.RegisterAgent(ctx(t), &again, "", now)
+					},
+				}
+				for _, step := range steps {
+					if err := step(); err != nil {
+						t.Errorf("agent %s round %d: %v", a.Name, i, err)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, a := range as {
+		got := getAgent(t, s, a.ID)
+		if got.LastBatchSeq != rounds {
+			t.Errorf("agent %s: LastBatchSeq = %d, want %d", a.Name, got.LastBatchSeq, rounds)
+		}
+		checkState(t, getState(t, s, a.ID, "m"), &tether.StateEntry{AgentID: a.ID, Module: "m", Key: "k",
+			Doc: fmt.Appendf(nil, `{"i": %d}`, rounds-1), Sequence: rounds, UpdatedAt: at((rounds - 1) * time.Second)})
+	}
+}
