@@ -1,0 +1,592 @@
+package mgmt_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+	"github.com/google/uuid"
+
+	"github.com/tetherhq/tether"
+	"github.com/tetherhq/tether/api"
+	"github.com/tetherhq/tether/server/mgmt"
+)
+
+// loadDoc loads and validates the embedded OpenAPI document.
+func loadDoc(t *testing.T) *openapi3.T {
+	t.Helper()
+	doc, err := openapi3.NewLoader().LoadFromData(mgmt.OpenAPI())
+	if err != nil {
+		t.Fatalf("load openapi.json: %v", err)
+	}
+	if err := doc.Validate(context.Background()); err != nil {
+		t.Fatalf("openapi.json is not a valid OpenAPI document: %v", err)
+	}
+	if doc.OpenAPI != "3.0.3" || doc.Info.Version != "1.0.0" {
+		t.Errorf("openapi %q, info.version %q; want 3.0.3 and 1.0.0", doc.OpenAPI, doc.Info.Version)
+	}
+	return doc
+}
+
+// checker sends requests to an env and validates each request and response
+// against the OpenAPI document.
+type checker struct {
+	e      *env
+	router routers.Router
+	opts   *openapi3filter.Options
+	// exercised counts the 2xx answers of each operation.
+	exercised map[string]int
+}
+
+func newChecker(t *testing.T, e *env) *checker {
+	doc := loadDoc(t)
+	router, err := gorillamux.NewRouter(doc)
+	if err != nil {
+		t.Fatalf("openapi router: %v", err)
+	}
+	opts := &openapi3filter.Options{
+		IncludeResponseStatus: true,
+		MultiError:            true,
+		SkipSettingDefaults:   true,
+		// The server checks tokens; the document only says a bearer
+		// token must be sent.
+		AuthenticationFunc: func(_ context.Context, in *openapi3filter.AuthenticationInput) error {
+			h := in.RequestValidationInput.Request.Header.Get("Authorization")
+			if !strings.HasPrefix(h, "Bearer ") {
+				return errors.New("no bearer token")
+			}
+			return nil
+		},
+	}
+	return &checker{e: e, router: router, opts: opts, exercised: map[string]int{}}
+}
+
+// call is one request of a scenario.
+type call struct {
+	method, path, token string
+	body                any
+	// want is the expected status.
+	want int
+	// invalid marks a request that knowingly breaks the document (bad
+	// JSON, unknown field, missing token...): the document must reject it
+	// too, and the server's answer must still match the document.
+	invalid bool
+}
+
+// do sends c, checks its status, validates the request and the response
+// against the document, and returns the response body.
+func (c *checker) do(t *testing.T, cl call) []byte {
+	t.Helper()
+	name := cl.method + " " + cl.path
+	req := c.e.request(t, cl.method, cl.path, cl.token, cl.body)
+	route, params, err := c.router.FindRoute(req)
+	if err != nil {
+		t.Fatalf("%s: not in the OpenAPI document: %v", name, err)
+	}
+	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route, Options: c.opts}
+	err = openapi3filter.ValidateRequest(context.Background(), in)
+	switch {
+	case cl.invalid && err == nil:
+		t.Errorf("%s: the document accepts a request the test made invalid", name)
+	case !cl.invalid && err != nil:
+		t.Errorf("%s: request does not match the document: %v", name, err)
+	}
+	// Send a fresh request: validation consumed the body.
+	resp, body := send(t, c.e.request(t, cl.method, cl.path, cl.token, cl.body))
+	if resp.StatusCode != cl.want {
+		t.Errorf("%s: status %d, want %d; body: %s", name, resp.StatusCode, cl.want, body)
+	}
+	out := &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: in,
+		Status:                 resp.StatusCode,
+		Header:                 resp.Header,
+		Options:                c.opts,
+	}
+	if err := openapi3filter.ValidateResponse(context.Background(), out.SetBodyBytes(body)); err != nil {
+		t.Errorf("%s: %d response does not match the document: %v\nbody: %s", name, resp.StatusCode, err, body)
+	}
+	if resp.StatusCode/100 == 2 {
+		c.exercised[route.Method+" "+route.Path]++
+	}
+	return body
+}
+
+// wantError checks an error body's code and field.
+func wantError(t *testing.T, body []byte, code, field string) api.Error {
+	t.Helper()
+	var er api.ErrorResponse
+	decodeInto(t, body, &er)
+	if er.Error.Code != code || er.Error.Field != field || er.Error.Message == "" {
+		t.Errorf("error %+v; want code %q, field %q and a message", er.Error, code, field)
+	}
+	return er.Error
+}
+
+func TestOpenAPIMatchesResponses(t *testing.T) {
+	e := newEnv(t)
+	c := newChecker(t, e)
+	ctx := context.Background()
+	admin, operator, viewer, registrar := e.tokens[tether.RoleAdmin], e.tokens[tether.RoleOperator],
+		e.tokens[tether.RoleViewer], e.tokens[tether.RoleRegistrar]
+
+	// Public routes.
+	c.do(t, call{method: "GET", path: "/healthz", want: 200})
+	c.do(t, call{method: "GET", path: "/readyz", want: 200})
+	c.do(t, call{method: "GET", path: "/api/v1/openapi.json", want: 200})
+
+	// Enrollment tokens.
+	var enroll api.EnrollmentToken
+	decodeInto(t, c.do(t, call{method: "POST", path: "/api/v1/enrollment-tokens", token: operator, want: 201,
+		body: api.CreateEnrollmentTokenRequest{Name: "web", Groups: []string{"web", "eu"}, TTL: "1h", MaxUses: 5}}), &enroll)
+	if enroll.Token == "" || enroll.Status != "active" || enroll.ExpiresAt == nil || enroll.CreatedBy != "test-operator" {
+		t.Errorf("created token %+v: want a secret, active, an expiry, created by test-operator", enroll)
+	}
+	var forever api.EnrollmentToken
+	decodeInto(t, c.do(t, call{method: "POST", path: "/api/v1/enrollment-tokens", token: admin, want: 201,
+		body: map[string]any{"ttl": "0"}}), &forever)
+	if forever.ExpiresAt != nil || forever.Name != "enrollment" {
+		t.Errorf("token with ttl 0: %+v; want no expiry and the default name", forever)
+	}
+	var tokens api.EnrollmentTokenList
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/enrollment-tokens", token: operator, want: 200}), &tokens)
+	// The registrar token of the env is an enrollment token too.
+	if len(tokens.Items) != 3 {
+		t.Errorf("listed %d enrollment tokens, want 3", len(tokens.Items))
+	}
+	for _, tk := range tokens.Items {
+		if tk.Token != "" {
+			t.Errorf("list shows the secret of token %s", tk.ID)
+		}
+	}
+
+	// Agents.
+	agent1, agent2 := uuid.NewString(), uuid.NewString()
+	var reg api.RegisterAgentResponse
+	decodeInto(t, c.do(t, call{method: "POST", path: "/api/v1/agents", token: enroll.Token, want: 201,
+		body: api.RegisterAgentRequest{ID: agent1, Hostname: "web-1", OS: "linux", Arch: "amd64", Version: "1.0.0"}}), &reg)
+	if reg.AgentKey == "" || reg.Agent.Name != "web-1" || !slices.Equal(reg.Agent.Groups, []string{"web", "eu"}) ||
+		!slices.Equal(reg.CommsURLs, commsURLs) || reg.Agent.Status != "enrolled" {
+		t.Errorf("registered %+v", reg)
+	}
+	c.do(t, call{method: "POST", path: "/api/v1/agents", token: admin, want: 201,
+		body: api.RegisterAgentRequest{ID: agent2, Name: "db-1"}})
+	body := c.do(t, call{method: "POST", path: "/api/v1/agents", token: enroll.Token, want: 409,
+		body: api.RegisterAgentRequest{ID: agent1, Hostname: "web-1"}})
+	wantError(t, body, "conflict", "")
+	c.do(t, call{method: "POST", path: "/api/v1/agents", token: enroll.Token, want: 200,
+		body: api.RegisterAgentRequest{ID: agent1, Hostname: "web-1", CurrentKey: reg.AgentKey}})
+
+	// agent2 connects: it is active with a last_seen.
+	e.presence.Seen(agent2, time.Now().UTC())
+	var agents api.AgentList
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/agents", token: viewer, want: 200}), &agents)
+	if len(agents.Items) != 2 || agents.Next != "" {
+		t.Errorf("agents: %+v; want 2 and no next page", agents)
+	}
+	for _, q := range []struct {
+		query string
+		want  []string
+	}{
+		{"group=web", []string{agent1}},
+		{"group=nope", nil},
+		{"name=web-", []string{agent1}},
+		{"status=enrolled", []string{agent1}},
+		{"status=active", []string{agent2}},
+		{"status=disconnected", nil},
+		{"status=active&group=web", nil},
+	} {
+		var l api.AgentList
+		decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/agents?" + q.query, token: viewer, want: 200}), &l)
+		var got []string
+		for _, a := range l.Items {
+			got = append(got, a.ID)
+		}
+		if !slices.Equal(got, q.want) {
+			t.Errorf("agents?%s: %v, want %v", q.query, got, q.want)
+		}
+	}
+	var page1, page2 api.AgentList
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/agents?limit=1", token: viewer, want: 200}), &page1)
+	if len(page1.Items) != 1 || page1.Next != page1.Items[0].ID {
+		t.Fatalf("first page: %+v; want one agent and next", page1)
+	}
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/agents?limit=1&after=" + page1.Next, token: viewer, want: 200}), &page2)
+	if len(page2.Items) != 1 || page2.Items[0].ID == page1.Items[0].ID {
+		t.Errorf("second page: %+v", page2)
+	}
+	var a2 api.Agent
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/agents/" + agent2, token: viewer, want: 200}), &a2)
+	if a2.Status != "active" || a2.LastSeen == nil || a2.Name != "db-1" {
+		t.Errorf("agent2: %+v; want active, last seen, named db-1", a2)
+	}
+
+	// State.
+	now := time.Now().UTC()
+	err := e.store.ApplyState(ctx, agent1, 1, []tether.Event{
+		{ID: "e1", Module: "inventory", Type: "package", Key: "openssl", Op: tether.StateUpsert,
+			Payload: []byte(`{"version":"3.0.13"}`), Encoding: tether.EncodingJSON, CollectedAt: now},
+		{ID: "e2", Module: "health", Type: "status", Key: "agent", Op: tether.StateUpsert,
+			Payload: []byte(`{"ok":true}`), Encoding: tether.EncodingJSON, CollectedAt: now},
+	}, now)
+	if err != nil {
+		t.Fatalf("apply state: %v", err)
+	}
+	var state api.StateList
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/agents/" + agent1 + "/state", token: viewer, want: 200}), &state)
+	if state.AgentID != agent1 || len(state.Items) != 2 {
+		t.Errorf("state: %+v; want 2 entries", state)
+	}
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/agents/" + agent1 + "/state/inventory", token: viewer, want: 200}), &state)
+	if len(state.Items) != 1 || state.Items[0].Key != "openssl" || compact(t, state.Items[0].Doc) != `{"version":"3.0.13"}` {
+		t.Errorf("inventory state: %+v", state)
+	}
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/agents/" + agent2 + "/state/inventory", token: viewer, want: 200}), &state)
+	if len(state.Items) != 0 {
+		t.Errorf("agent2 state: %+v; want none", state)
+	}
+
+	// Commands.
+	var cmd api.Command
+	decodeInto(t, c.do(t, call{method: "POST", path: "/api/v1/commands", token: operator, want: 201,
+		body: map[string]any{"target": map[string]any{"type": "agent", "id": agent1},
+			"action": map[string]any{"name": "active-response", "args": map[string]any{"script": "block-ip"}, "version": "1"}, "timeout": "10m"}}), &cmd)
+	if len(cmd.Orders) != 1 || cmd.Status != "pending" || cmd.Timeout != "10m0s" || cmd.User != "test-operator" || cmd.Source != "user" {
+		t.Fatalf("created command %+v", cmd)
+	}
+	c.do(t, call{method: "POST", path: "/api/v1/commands", token: admin, want: 201,
+		body: api.CreateCommandRequest{Target: api.Target{Type: "agent", ID: agent2}, Action: api.Action{Name: "restart"}}})
+	// agent1 receives and runs its order.
+	if _, err := e.store.DeliverOrders(ctx, agent1, nil, 10, time.Now().UTC()); err != nil {
+		t.Fatalf("deliver: %v", err)
+	}
+	if _, err := e.store.FinishOrder(ctx, agent1, cmd.Orders[0].OrderID, tether.OrderSuccess,
+		tether.Result{Code: 0, Message: "done", Data: json.RawMessage(`{"blocked":1}`)}, time.Now().UTC()); err != nil {
+		t.Fatalf("finish: %v", err)
+	}
+	var shown api.Command
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/commands/" + cmd.ID, token: viewer, want: 200}), &shown)
+	if shown.Status != "success" || len(shown.Orders) != 1 || shown.Orders[0].Result == nil ||
+		shown.Orders[0].SentAt == nil || shown.Orders[0].FinishedAt == nil || shown.Orders[0].Attempts != 1 {
+		t.Errorf("finished command %+v", shown)
+	}
+	var cmds api.CommandList
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/commands", token: viewer, want: 200}), &cmds)
+	if len(cmds.Items) != 2 || cmds.Items[0].Orders != nil {
+		t.Errorf("commands: %+v; want 2 without orders", cmds)
+	}
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/commands?agent=" + agent1 + "&status=success&limit=5", token: viewer, want: 200}), &cmds)
+	if len(cmds.Items) != 1 || cmds.Items[0].ID != cmd.ID {
+		t.Errorf("commands of agent1 in success: %+v", cmds)
+	}
+
+	// Errors.
+	errCases := []struct {
+		call
+		code, field string
+	}{
+		{call{method: "POST", path: "/api/v1/enrollment-tokens", token: operator, body: `{"name":`, want: 400, invalid: true}, "invalid", ""},
+		{call{method: "POST", path: "/api/v1/enrollment-tokens", token: operator, body: `{"nmae":"x"}`, want: 400, invalid: true}, "invalid", "nmae"},
+		{call{method: "POST", path: "/api/v1/enrollment-tokens", token: operator, body: `{"max_uses":"1"}`, want: 400, invalid: true}, "invalid", "max_uses"},
+		{call{method: "POST", path: "/api/v1/enrollment-tokens", token: operator, body: `{"ttl":"soon"}`, want: 400}, "invalid", "ttl"},
+		{call{method: "POST", path: "/api/v1/enrollment-tokens", token: operator, body: `{"groups":["a b"]}`, want: 400, invalid: true}, "invalid", "groups"},
+		{call{method: "POST", path: "/api/v1/enrollment-tokens", token: operator, body: "", want: 400, invalid: true}, "invalid", ""},
+		{call{method: "POST", path: "/api/v1/agents", token: admin, body: `{"id":"NOT-A-UUID"}`, want: 400, invalid: true}, "invalid", "id"},
+		{call{method: "POST", path: "/api/v1/agents", body: api.RegisterAgentRequest{ID: uuid.NewString()}, want: 401, invalid: true}, "unauthorized", ""},
+		{call{method: "GET", path: "/api/v1/agents", token: "tth_not-a-token", want: 401}, "unauthorized", ""},
+		{call{method: "GET", path: "/api/v1/agents", token: viewer + "x", want: 401}, "unauthorized", ""},
+		{call{method: "POST", path: "/api/v1/commands", token: viewer, want: 403,
+			body: api.CreateCommandRequest{Target: api.Target{Type: "agent", ID: agent1}, Action: api.Action{Name: "restart"}}}, "forbidden", ""},
+		{call{method: "GET", path: "/api/v1/agents", token: registrar, want: 403}, "forbidden", ""},
+		{call{method: "POST", path: "/api/v1/enrollment-tokens", token: enroll.Token, body: `{}`, want: 403}, "forbidden", ""},
+		{call{method: "GET", path: "/api/v1/agents/" + uuid.NewString(), token: viewer, want: 404}, "not_found", ""},
+		{call{method: "DELETE", path: "/api/v1/agents/" + uuid.NewString(), token: operator, want: 404}, "not_found", ""},
+		{call{method: "GET", path: "/api/v1/agents/" + uuid.NewString() + "/state", token: viewer, want: 404}, "not_found", ""},
+		{call{method: "GET", path: "/api/v1/commands/" + uuid.NewString(), token: viewer, want: 404}, "not_found", ""},
+		{call{method: "DELETE", path: "/api/v1/enrollment-tokens/" + uuid.NewString(), token: operator, want: 404}, "not_found", ""},
+		{call{method: "GET", path: "/api/v1/agents/not-a-uuid", token: viewer, want: 400, invalid: true}, "invalid", "id"},
+		{call{method: "GET", path: "/api/v1/commands/not-a-uuid", token: viewer, want: 400, invalid: true}, "invalid", "id"},
+		{call{method: "DELETE", path: "/api/v1/enrollment-tokens/not-a-uuid", token: operator, want: 400, invalid: true}, "invalid", "id"},
+		{call{method: "GET", path: "/api/v1/agents?status=asleep", token: viewer, want: 400, invalid: true}, "invalid", "status"},
+		{call{method: "GET", path: "/api/v1/agents?limit=0", token: viewer, want: 400, invalid: true}, "invalid", "limit"},
+		{call{method: "GET", path: "/api/v1/commands?limit=1001", token: viewer, want: 400, invalid: true}, "invalid", "limit"},
+		{call{method: "GET", path: "/api/v1/commands?status=done", token: viewer, want: 400, invalid: true}, "invalid", "status"},
+		{call{method: "GET", path: "/api/v1/commands?agent=x", token: viewer, want: 400, invalid: true}, "invalid", "agent"},
+		{call{method: "POST", path: "/api/v1/commands", token: operator, want: 400,
+			body: api.CreateCommandRequest{Target: api.Target{Type: "agent", ID: uuid.NewString()}, Action: api.Action{Name: "restart"}}}, "invalid", "target.id"},
+		{call{method: "POST", path: "/api/v1/commands", token: operator, want: 400,
+			body: api.CreateCommandRequest{Target: api.Target{Type: "group", ID: "web"}, Action: api.Action{Name: "restart"}}}, "invalid", "target.type"},
+		{call{method: "POST", path: "/api/v1/commands", token: operator, want: 400,
+			body: api.CreateCommandRequest{Target: api.Target{Type: "agent", ID: agent1}, Action: api.Action{Name: "restart"}, Timeout: "48h"}}, "invalid", "timeout"},
+		{call{method: "POST", path: "/api/v1/commands", token: operator, want: 400, invalid: true,
+			body: api.CreateCommandRequest{Target: api.Target{Type: "agent", ID: agent1}, Action: api.Action{Name: "Restart!"}}}, "invalid", "action.name"},
+		{call{method: "POST", path: "/api/v1/commands", token: operator, want: 400,
+			body: `{"target":{"type":"agent","id":"` + agent1 + `"},"action":{"name":"restart","args":[1]}}`}, "invalid", "action.args"},
+		{call{method: "POST", path: "/api/v1/enrollment-tokens", token: operator, want: 413, invalid: true,
+			body: `{"name":"` + strings.Repeat("a", 1<<20) + `"}`}, "too_large", ""},
+	}
+	for _, ec := range errCases {
+		t.Run(fmt.Sprintf("%d %s %s", ec.want, ec.method, ec.path[:min(len(ec.path), 60)]), func(t *testing.T) {
+			wantError(t, c.do(t, ec.call), ec.code, ec.field)
+		})
+	}
+
+	// Revoke the enrollment token: it enrolls no more.
+	c.do(t, call{method: "DELETE", path: "/api/v1/enrollment-tokens/" + enroll.ID, token: operator, want: 204})
+	c.do(t, call{method: "DELETE", path: "/api/v1/enrollment-tokens/" + enroll.ID, token: admin, want: 204})
+	body = c.do(t, call{method: "POST", path: "/api/v1/agents", token: enroll.Token, want: 401,
+		body: api.RegisterAgentRequest{ID: uuid.NewString()}})
+	wantError(t, body, "gone", "")
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/enrollment-tokens?all=true", token: operator, want: 200}), &tokens)
+	found := false
+	for _, tk := range tokens.Items {
+		if tk.ID == enroll.ID {
+			found = true
+			if tk.Status != "revoked" || tk.RevokedAt == nil || tk.Uses != 2 {
+				t.Errorf("revoked token: %+v; want revoked with 2 uses", tk)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("all=true does not list the revoked token")
+	}
+	// Only enrollment tokens can be revoked here.
+	c.do(t, call{method: "DELETE", path: "/api/v1/enrollment-tokens/" + tokenID(t, admin), token: admin, want: 404})
+
+	// Delete an agent.
+	c.do(t, call{method: "DELETE", path: "/api/v1/agents/" + agent2, token: operator, want: 204})
+	c.do(t, call{method: "GET", path: "/api/v1/agents/" + agent2, token: viewer, want: 404})
+
+	for _, rt := range mgmt.Routes() {
+		if c.exercised[rt.Method+" "+rt.Pattern] == 0 {
+			t.Errorf("the scenario never got a 2xx from %s %s", rt.Method, rt.Pattern)
+		}
+	}
+}
+
+// compact returns a JSON document without insignificant spaces.
+func compact(t *testing.T, doc []byte) string {
+	t.Helper()
+	var b bytes.Buffer
+	if err := json.Compact(&b, doc); err != nil {
+		t.Fatalf("compact %s: %v", doc, err)
+	}
+	return b.String()
+}
+
+// tokenID returns the id of a bearer token.
+func tokenID(t *testing.T, bearer string) string {
+	t.Helper()
+	parts := strings.SplitN(strings.TrimPrefix(bearer, "tth_"), "_", 2)
+	id, err := uuid.Parse(parts[0])
+	if err != nil {
+		t.Fatalf("token id of %q: %v", bearer, err)
+	}
+	return id.String()
+}
+
+// TestOpenAPIRejectsUndocumentedFields checks that the response validation
+// of TestOpenAPIMatchesResponses would catch a field the handlers add
+// without documenting it.
+func TestOpenAPIRejectsUndocumentedFields(t *testing.T) {
+	e := newEnv(t)
+	c := newChecker(t, e)
+	id := uuid.NewString()
+	c.do(t, call{method: "POST", path: "/api/v1/agents", token: e.tokens[tether.RoleAdmin], want: 201,
+		body: api.RegisterAgentRequest{ID: id, Hostname: "h"}})
+	req := e.request(t, "GET", "/api/v1/agents/"+id, e.tokens[tether.RoleViewer], nil)
+	route, params, err := c.router.FindRoute(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, body := send(t, req)
+	var m map[string]any
+	decodeInto(t, body, &m)
+	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route, Options: c.opts}
+	validate := func(v any) error {
+		b, _ := json.Marshal(v)
+		out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: resp.StatusCode, Header: resp.Header, Options: c.opts}
+		return openapi3filter.ValidateResponse(context.Background(), out.SetBodyBytes(b))
+	}
+	if err := validate(m); err != nil {
+		t.Fatalf("the real answer does not validate: %v", err)
+	}
+	m["disabled"] = false
+	if err := validate(m); err == nil {
+		t.Errorf("an undocumented field passes response validation")
+	}
+	delete(m, "disabled")
+	delete(m, "enrolled_at")
+	if err := validate(m); err == nil {
+		t.Errorf("a missing required field passes response validation")
+	}
+	// The status code is checked too.
+	out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: http.StatusTeapot, Header: resp.Header, Options: c.opts}
+	if err := openapi3filter.ValidateResponse(context.Background(), out.SetBodyBytes(body)); err == nil {
+		t.Errorf("an undocumented status passes response validation")
+	}
+}
+
+// TestOpenAPIDescribesEveryRoute checks the document and Routes() list the
+// same operations, each with its permission and security.
+func TestOpenAPIDescribesEveryRoute(t *testing.T) {
+	doc := loadDoc(t)
+	routes := map[string]mgmt.Route{}
+	for _, rt := range mgmt.Routes() {
+		routes[rt.Method+" "+rt.Pattern] = rt
+	}
+	documented := map[string]bool{}
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			key := method + " " + path
+			documented[key] = true
+			rt, ok := routes[key]
+			if !ok {
+				t.Errorf("%s is documented but not served", key)
+				continue
+			}
+			if op.OperationID == "" || op.Summary == "" || op.Description == "" {
+				t.Errorf("%s: needs an operationId, a summary and a description", key)
+			}
+			perm, _ := op.Extensions["x-permission"].(string)
+			public := op.Security != nil && len(*op.Security) == 0
+			switch {
+			case rt.Perm == "" && !public:
+				t.Errorf("%s is public but the document asks for a token (want security: [])", key)
+			case rt.Perm == "" && perm != "":
+				t.Errorf("%s is public but documents permission %q", key, perm)
+			case rt.Perm != "" && (public || op.Security != nil):
+				t.Errorf("%s needs %s but the document overrides the global bearerAuth security", key, rt.Perm)
+			case rt.Perm != "" && perm != string(rt.Perm):
+				t.Errorf("%s: x-permission %q, the route checks %q", key, perm, rt.Perm)
+			}
+			if rt.Perm != "" {
+				var roles []string
+				for _, role := range tether.Roles {
+					if role.Can(rt.Perm) {
+						roles = append(roles, "`"+string(role)+"`")
+					}
+				}
+				want := fmt.Sprintf("Needs permission `%s` (roles %s).", rt.Perm, strings.Join(roles, ", "))
+				if !strings.Contains(op.Description, want) {
+					t.Errorf("%s: the description does not say %q", key, want)
+				}
+				for _, status := range []int{401, 403, 500} {
+					if op.Responses.Status(status) == nil {
+						t.Errorf("%s: no %d response", key, status)
+					}
+				}
+			}
+		}
+	}
+	for key := range routes {
+		if !documented[key] {
+			t.Errorf("%s is served but not documented", key)
+		}
+	}
+}
+
+// TestOpenAPISchemasMatchAPITypes checks each schema against the Go type
+// of the same name in package api, field for field: the JSON names, which
+// are required (no omitempty), and the types.
+func TestOpenAPISchemasMatchAPITypes(t *testing.T) {
+	doc := loadDoc(t)
+	types := []any{
+		api.Error{}, api.ErrorResponse{}, api.CreateEnrollmentTokenRequest{}, api.EnrollmentToken{},
+		api.RegisterAgentRequest{}, api.RegisterAgentResponse{}, api.Agent{}, api.AgentList{},
+		api.EnrollmentTokenList{}, api.StateEntry{}, api.StateList{}, api.Target{}, api.Action{},
+		api.CreateCommandRequest{}, api.Result{}, api.Order{}, api.Command{}, api.CommandList{}, api.Health{},
+	}
+	timeType, rawType := reflect.TypeFor[time.Time](), reflect.TypeFor[json.RawMessage]()
+	for _, v := range types {
+		typ := reflect.TypeOf(v)
+		ref := doc.Components.Schemas[typ.Name()]
+		if ref == nil {
+			t.Errorf("no schema %s", typ.Name())
+			continue
+		}
+		s := ref.Value
+		if s.AdditionalProperties.Has == nil || *s.AdditionalProperties.Has {
+			t.Errorf("%s: want additionalProperties: false", typ.Name())
+		}
+		var required []string
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			tag := f.Tag.Get("json")
+			name, opts, _ := strings.Cut(tag, ",")
+			if name == "" || name == "-" {
+				t.Fatalf("%s.%s has no JSON name", typ.Name(), f.Name)
+			}
+			if opts != "omitempty" {
+				required = append(required, name)
+			}
+			p := s.Properties[name]
+			if p == nil {
+				t.Errorf("%s: no property %q", typ.Name(), name)
+				continue
+			}
+			ft := f.Type
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			var want string
+			switch {
+			case ft == timeType:
+				want = "string"
+				if p.Value.Format != "date-time" {
+					t.Errorf("%s.%s: want format date-time", typ.Name(), name)
+				}
+			case ft == rawType:
+				want = ""
+			case ft.Kind() == reflect.String:
+				want = "string"
+			case ft.Kind() == reflect.Int:
+				want = "integer"
+			case ft.Kind() == reflect.Slice:
+				want = "array"
+			case ft.Kind() == reflect.Map, ft.Kind() == reflect.Struct:
+				want = "object"
+			}
+			got := schemaType(p.Value)
+			if got != want {
+				t.Errorf("%s.%s: type %q, want %q", typ.Name(), name, got, want)
+			}
+			if f.Type.Kind() == reflect.Pointer && p.Value.Nullable {
+				t.Errorf("%s.%s: omitted when nil, so never null: want nullable false", typ.Name(), name)
+			}
+		}
+		if len(s.Properties) != typ.NumField() {
+			t.Errorf("%s: %d properties, the Go type has %d fields", typ.Name(), len(s.Properties), typ.NumField())
+		}
+		got := slices.Clone(s.Required)
+		slices.Sort(got)
+		slices.Sort(required)
+		if !slices.Equal(got, required) {
+			t.Errorf("%s: required %v, want %v", typ.Name(), got, required)
+		}
+	}
+}
+
+// schemaType returns the JSON type of a schema, looking through allOf.
+func schemaType(s *openapi3.Schema) string {
+	if s.Type != nil && len(*s.Type) == 1 {
+		return (*s.Type)[0]
+	}
+	for _, r := range s.AllOf {
+		if t := schemaType(r.Value); t != "" {
+			return t
+		}
+	}
+	return ""
+}
