@@ -205,7 +205,10 @@ func (db *DB) Commands(ctx context.Context, f tether.CommandFilter) ([]*tether.C
 		where = append(where, "id IN (SELECT request_id FROM orders WHERE agent_id = ?)")
 		args = append(args, f.AgentID)
 	case f.Status != "":
-		where = append(where, "EXISTS (SELECT 1 FROM orders o WHERE o.request_id = command_requests.id AND o.status = ?)")
+		// Newest requests first, each checked through the request_id index:
+		// the unary + keeps SQLite from scanning every order in the status
+		// for each request instead.
+		where = append(where, "EXISTS (SELECT 1 FROM orders o WHERE o.request_id = command_requests.id AND +o.status = ?)")
 		args = append(args, string(f.Status))
 	}
 	if !f.Before.IsZero() {
