@@ -1,6 +1,7 @@
 package mgmt_test
 
 import (
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -146,6 +147,35 @@ func TestReenrollWithCurrentKey(t *testing.T) {
 			}
 			if again.Agent.Hostname != "new" || again.Agent.Version != "1.1.0" {
 				t.Errorf("facts not updated: %+v", again.Agent)
+			}
+		})
+	}
+}
+
+func TestCommsURLs(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(*mgmt.Options)
+		want func(e *env) []string
+	}{
+		{"configured", nil, func(*env) []string { return commsURLs }},
+		{"derived from the host and the comms port", func(o *mgmt.Options) { o.CommsURLs, o.CommsPort = nil, "7443" },
+			func(e *env) []string {
+				ip := e.srv.Listener.Addr().(*net.TCPAddr).IP.String()
+				return []string{"https://" + net.JoinHostPort(ip, "7443")}
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnvWith(t, tt.edit)
+			status, body := e.do(t, "POST", "/api/v1/agents", e.tokens[tether.RoleRegistrar], api.RegisterAgentRequest{ID: uuid.NewString()})
+			if status != http.StatusCreated {
+				t.Fatalf("register: %d %s", status, body)
+			}
+			var reg api.RegisterAgentResponse
+			decodeInto(t, body, &reg)
+			if want := tt.want(e); !slices.Equal(reg.CommsURLs, want) {
+				t.Errorf("comms_urls %q, want %q", reg.CommsURLs, want)
 			}
 		})
 	}

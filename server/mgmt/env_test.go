@@ -36,7 +36,10 @@ type env struct {
 	tokens map[tether.Role]string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { t.Helper(); return newEnvWith(t, nil) }
+
+// newEnvWith is newEnv with edit applied to the options of the API.
+func newEnvWith(t *testing.T, edit func(*mgmt.Options)) *env {
 	t.Helper()
 	db, err := sqlite.Open(filepath.Join(t.TempDir(), "tether.db"))
 	if err != nil {
@@ -48,7 +51,7 @@ func newEnv(t *testing.T) *env {
 	log := slog.New(slog.DiscardHandler)
 	hub := notify.NewHub()
 	pres := presence.New(db, log)
-	h := mgmt.New(mgmt.Options{
+	o := mgmt.Options{
 		Store:      db,
 		Commands:   &command.Manager{Store: db, Notifier: hub},
 		Notifier:   hub,
@@ -56,8 +59,11 @@ func newEnv(t *testing.T) *env {
 		Log:        log,
 		PollWindow: pollWindow,
 		CommsURLs:  commsURLs,
-	})
-	srv := httptest.NewServer(h)
+	}
+	if edit != nil {
+		edit(&o)
+	}
+	srv := httptest.NewServer(mgmt.New(o))
 	t.Cleanup(srv.Close)
 	e := &env{store: db, presence: pres, srv: srv, tokens: map[tether.Role]string{}}
 	for _, r := range tether.Roles {
