@@ -245,13 +245,17 @@ func printStatus(w io.Writer, st agent.Status, now time.Time) {
 	} else if st.LastError != "" {
 		conn = "no: " + st.LastError
 	}
+	lastPoll := ago(st.LastPollAt)
+	if st.LastPollAt.IsZero() && st.Connected {
+		lastPoll = "none yet (a poll is open)"
+	}
 	rows := [][2]string{
 		{"Agent", fmt.Sprintf("%s (%s)", st.Name, st.AgentID)},
 		{"State", st.State},
 		{"Server", st.Server},
 		{"Comms URL", st.CommsURL},
 		{"Connected", conn},
-		{"Last poll", ago(st.LastPollAt)},
+		{"Last poll answer", lastPoll},
 		{"Queued events", fmt.Sprint(st.QueuedEvents)},
 		{"Pending orders", fmt.Sprint(st.PendingOrders)},
 		{"Pending results", fmt.Sprint(st.PendingResults)},
