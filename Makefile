@@ -18,8 +18,9 @@ build: ## build the three programs into bin/
 generate: ## regenerate protobuf and Connect code from proto/
 	$(TOOL) buf generate
 
-check: ## gofmt, go vet, staticcheck, buf lint, generated code up to date
+check: ## gofmt, go mod tidy, go vet, staticcheck, buf lint, generated code up to date
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
 	$(TOOL) staticcheck ./...
 	$(TOOL) buf lint

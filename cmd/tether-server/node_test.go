@@ -339,4 +339,3 @@ func TestRestartKeepsDataDir(t *testing.T) {
 		t.Fatalf("admin token after restart: %v", err)
 	}
 }
-
