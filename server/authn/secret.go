@@ -66,3 +66,14 @@ func randomString(n int) string {
 	_, _ = rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
 }
+
+// BearerToken returns the token of an Authorization header value of the
+// form "Bearer TOKEN" (the scheme is case-insensitive, RFC 7235).
+func BearerToken(header string) (string, bool) {
+	const scheme = "bearer "
+	if len(header) <= len(scheme) || !strings.EqualFold(header[:len(scheme)], scheme) {
+		return "", false
+	}
+	tok := strings.TrimSpace(header[len(scheme):])
+	return tok, tok != ""
+}

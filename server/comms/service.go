@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -120,13 +119,12 @@ func (s *Service) Forget(agentID string) {
 
 // authenticate checks the bearer token of a call and returns its agent.
 func (s *Service) authenticate(ctx context.Context, h http.Header) (*tether.Agent, error) {
-	raw := h.Get("Authorization")
-	token, ok := strings.CutPrefix(raw, "Bearer ")
-	if !ok || token == "" {
+	token, ok := authn.BearerToken(h.Get("Authorization"))
+	if !ok {
 		return nil, tether.Errorf(tether.EUNAUTHORIZED, "missing bearer token: call Authenticate and send Authorization: Bearer <token>")
 	}
 	now := s.o.Now()
-	id, err := s.o.Keys.Verify(ctx, strings.TrimSpace(token), now)
+	id, err := s.o.Keys.Verify(ctx, token, now)
 	if err != nil {
 		return nil, err
 	}

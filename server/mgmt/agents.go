@@ -55,8 +55,8 @@ func (s *Server) registerAgent(w http.ResponseWriter, r *http.Request, caller *t
 		tokenID = caller.ID
 		a.Groups = caller.Groups
 	}
-	if existing != nil && tokenID == "" {
-		a.Groups = existing.Groups
+	if existing != nil && len(a.Groups) == 0 {
+		a.Groups = existing.Groups // a token without groups keeps the agent's
 	}
 	if err := s.o.Store.RegisterAgent(ctx, a, tokenID, now); err != nil {
 		return err
@@ -79,7 +79,7 @@ func (s *Server) registerAgent(w http.ResponseWriter, r *http.Request, caller *t
 // this API at with the comms port.
 func (s *Server) commsURLs(r *http.Request) []string {
 	if len(s.o.CommsURLs) > 0 || s.o.CommsPort == "" {
-		return s.o.CommsURLs
+		return append([]string{}, s.o.CommsURLs...)
 	}
 	host := r.Host
 	if h, _, err := net.SplitHostPort(r.Host); err == nil {

@@ -106,8 +106,12 @@ func actionJSON(a tether.Action) api.Action {
 }
 
 // summarize gives a request the status of its least advanced order, or once
-// all finished, failure if any failed.
+// all finished, failure if any failed. A request with no orders left (its
+// agent was deleted) did not succeed: failure.
 func summarize(orders []*tether.Order) string {
+	if len(orders) == 0 {
+		return string(tether.OrderFailure)
+	}
 	pending, sent, failed := false, false, false
 	for _, o := range orders {
 		switch o.Status {

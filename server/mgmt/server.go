@@ -131,11 +131,11 @@ func (s *Server) wrap(rt Route) http.Handler {
 
 // authorize checks the bearer token of r and that its role holds perm.
 func (s *Server) authorize(r *http.Request, perm tether.Permission) (*tether.Token, error) {
-	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || strings.TrimSpace(raw) == "" {
+	raw, ok := authn.BearerToken(r.Header.Get("Authorization"))
+	if !ok {
 		return nil, tether.Errorf(tether.EUNAUTHORIZED, "missing bearer token (send Authorization: Bearer <token>)")
 	}
-	id, secret, ok := authn.ParseAPIToken(strings.TrimSpace(raw))
+	id, secret, ok := authn.ParseAPIToken(raw)
 	if !ok {
 		return nil, tether.Errorf(tether.EUNAUTHORIZED, "malformed token: Tether tokens start with %q", authn.APITokenPrefix)
 	}
@@ -197,12 +197,13 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ *tether.Token)
 	checks := map[string]string{"store": "ok"}
 	status := http.StatusOK
 	if err := s.o.Store.Ping(r.Context()); err != nil {
-		checks["store"], status = err.Error(), http.StatusServiceUnavailable
+		s.o.Log.Warn("readiness: store unavailable", "err", err)
+		checks["store"], status = "unavailable", http.StatusServiceUnavailable
 	}
 	if s.o.Ready != nil {
 		checks["server"] = "ok"
 		if err := s.o.Ready(r.Context()); err != nil {
-			checks["server"], status = err.Error(), http.StatusServiceUnavailable
+			checks["server"], status = "unavailable", http.StatusServiceUnavailable
 		}
 	}
 	h := api.Health{Status: "ok", Checks: checks}
