@@ -65,9 +65,10 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 	dbPath := filepath.Join(cfg.DataDir, "tether.db")
 	_, statErr := os.Stat(dbPath)
 	n = &Node{log: log, cfg: cfg, closing: make(chan struct{}), errc: make(chan error, 4), FirstStart: errors.Is(statErr, os.ErrNotExist)}
+	partial := n // the return statements below set n to nil on failure
 	defer func() {
 		if err != nil {
-			n.closeResources()
+			partial.closeResources()
 		}
 	}()
 
@@ -93,12 +94,12 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 
 	commsLn, err := net.Listen("tcp", cfg.CommsAddr)
 	if err != nil {
-		return nil, fmt.Errorf("comms_addr: %w", err)
+		return nil, fmt.Errorf("comms_addr: %w (is another server running? choose another with --comms-addr)", err)
 	}
 	apiLn, err := net.Listen("tcp", cfg.APIAddr)
 	if err != nil {
 		commsLn.Close()
-		return nil, fmt.Errorf("api_addr: %w", err)
+		return nil, fmt.Errorf("api_addr: %w (is another server running? choose another with --api-addr)", err)
 	}
 	n.CommsURL = listenerURL(commsLn)
 	n.APIURL = listenerURL(apiLn)

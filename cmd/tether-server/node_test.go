@@ -339,3 +339,15 @@ func TestRestartKeepsDataDir(t *testing.T) {
 		t.Fatalf("admin token after restart: %v", err)
 	}
 }
+
+func TestBusyPortIsAClearError(t *testing.T) {
+	busy := testNode(t, t.TempDir())
+	cfg := defaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.CommsAddr = "127.0.0.1:0"
+	cfg.APIAddr = strings.TrimPrefix(busy.APIURL, "https://")
+	_, err := startNode(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil || !strings.Contains(err.Error(), "api_addr") {
+		t.Fatalf("start on a busy port: %v", err)
+	}
+}
