@@ -58,7 +58,7 @@ status and result.`,
 	f.StringVar(&argsJSON, "args-json", "", "action arguments as a JSON `OBJECT`; overrides --arg keys")
 	f.StringVar(&timeout, "timeout", "", "orders' time window, as a `DURATION` (default 5m)")
 	f.BoolVar(&wait, "wait", false, "wait until every order finished; exit 3 if one failed")
-	f.DurationVar(&interval, "interval", time.Second, "with --wait, poll every `DURATION`")
+	f.DurationVar(&interval, "interval", 250*time.Millisecond, "with --wait, poll every `DURATION`")
 	cmd.RunE = a.action(func(ctx context.Context, c *api.Client, args []string) error {
 		if agent == "" {
 			return usagef("--agent is required (see '%s --help')", cmd.CommandPath())
