@@ -96,7 +96,7 @@ func enrollDevAgent(ctx context.Context, node *Node, dir string) (string, error)
 		return "", fmt.Errorf("create enrollment token: %w", err)
 	}
 	id, err := agent.Enroll(ctx, agent.EnrollOptions{
-		Server: node.APIURL, Token: tok.Token, CACertFile: node.CACertFile, DataDir: dir,
+		Server: node.APIURL, Token: tok.Token, CACertFile: node.CACertFile, DataDir: dir, Version: Version(),
 	})
 	if err != nil {
 		return "", fmt.Errorf("enroll the dev agent: %w", err)
