@@ -39,7 +39,7 @@ type env struct {
 func newEnv(t *testing.T) *env { t.Helper(); return newEnvWith(t, nil) }
 
 // newEnvWith is newEnv with edit applied to the options of the API.
-func newEnvWith(t *testing.T, edit func(*mgmt.Options)) *env {
+func newEnvWith(t testing.TB, edit func(*mgmt.Options)) *env {
 	t.Helper()
 	db, err := sqlite.Open(filepath.Join(t.TempDir(), "tether.db"))
 	if err != nil {
@@ -74,7 +74,7 @@ func newEnvWith(t *testing.T, edit func(*mgmt.Options)) *env {
 
 // newToken creates a token of the role directly in the store, lets edit
 // change it before it is stored, and returns its bearer string.
-func (e *env) newToken(t *testing.T, role tether.Role, edit func(*tether.Token)) string {
+func (e *env) newToken(t testing.TB, role tether.Role, edit func(*tether.Token)) string {
 	t.Helper()
 	secret, tok := authn.NewAPIToken()
 	tok.Role = role
