@@ -15,15 +15,18 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/tetherhq/tether/api"
 	commsv1 "github.com/tetherhq/tether/gen/tether/comms/v1"
+	"github.com/tetherhq/tether/gen/tether/comms/v1/commsv1connect"
 )
 
 // testNode starts a node on :0 ports in a temporary data directory.
@@ -297,6 +300,21 @@ func TestGRPCCall(t *testing.T) {
 		t.Fatalf("gRPC poll without token: %v, want Unauthenticated", err)
 	}
 	actx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+auth.Token)
+	// Reflection lists the service, as grpcurl would ask.
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	rr, err := stream.Recv()
+	if err != nil {
+		t.Fatalf("reflection: %v", err)
+	}
+	if svcs := rr.GetListServicesResponse().GetService(); len(svcs) == 0 || svcs[0].Name != "tether.comms.v1.AgentService" {
+		t.Fatalf("reflection services: %v", svcs)
+	}
 	var cfg commsv1.GetConfigResponse
 	if err := conn.Invoke(actx, "/tether.comms.v1.AgentService/GetConfig", &commsv1.GetConfigRequest{}, &cfg); err != nil || cfg.Version == "" {
 		t.Fatalf("gRPC GetConfig: %v %v", err, &cfg)
@@ -351,3 +369,63 @@ func TestBusyPortIsAClearError(t *testing.T) {
 		t.Fatalf("start on a busy port: %v", err)
 	}
 }
+
+// TestEveryProtocol calls the comms API with Connect (protobuf and JSON),
+// gRPC and gRPC-Web, over HTTP/1.1 and HTTP/2.
+func TestEveryProtocol(t *testing.T) {
+	n := testNode(t, t.TempDir())
+	id, key := enrollRaw(t, n)
+	pemData, _ := os.ReadFile(n.CACertFile)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pemData)
+	h1 := &http.Client{Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool},
+		TLSNextProto:    map[string]func(string, *tls.Conn) http.RoundTripper{}, // no HTTP/2
+	}}
+	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
+	cases := []struct {
+		name string
+		hc   *http.Client
+		opts []connect.ClientOption
+		h2   bool
+	}{
+		{"connect proto http1", h1, nil, false},
+		{"connect json http1", h1, []connect.ClientOption{connect.WithProtoJSON()}, false},
+		{"grpc-web http1", h1, []connect.ClientOption{connect.WithGRPCWeb()}, false},
+		{"connect proto http2", h2, nil, true},
+		{"grpc-web http2", h2, []connect.ClientOption{connect.WithGRPCWeb()}, true},
+		{"grpc http2", h2, []connect.ClientOption{connect.WithGRPC()}, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var proto string
+			hc := *c.hc
+			inner := hc.Transport
+			hc.Transport = roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				resp, err := inner.RoundTrip(r)
+				if err == nil {
+					proto = resp.Proto
+				}
+				return resp, err
+			})
+			cl := commsv1connect.NewAgentServiceClient(&hc, n.CommsURL, c.opts...)
+			ctx := context.Background()
+			auth, err := cl.Authenticate(ctx, connect.NewRequest(&commsv1.AuthenticateRequest{AgentId: id, AgentKey: key}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := connect.NewRequest(&commsv1.GetConfigRequest{})
+			req.Header().Set("Authorization", "Bearer "+auth.Msg.Token)
+			if _, err := cl.GetConfig(ctx, req); err != nil {
+				t.Fatal(err)
+			}
+			if want := map[bool]string{false: "HTTP/1.1", true: "HTTP/2.0"}[c.h2]; proto != want {
+				t.Fatalf("spoke %s, want %s", proto, want)
+			}
+		})
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
