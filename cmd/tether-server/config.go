@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"reflect"
+	"sort"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -100,10 +103,52 @@ func readConfigFile(c *Config, path string) error {
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)
 	}
+	if err := checkKeys(data); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
+// checkKeys names the first unknown key of a configuration document, with
+// the keys allowed at its level.
+func checkKeys(data []byte) error {
+	var doc map[string]any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return fmt.Errorf("not a YAML mapping of keys to values: %w", err)
+	}
+	return checkLevel("", doc, reflect.TypeOf(Config{}))
+}
+
+func checkLevel(prefix string, doc map[string]any, typ reflect.Type) error {
+	known := map[string]reflect.Type{}
+	var names []string
+	for i := 0; i < typ.NumField(); i++ {
+		f := typ.Field(i)
+		if tag := strings.Split(f.Tag.Get("yaml"), ",")[0]; tag != "" {
+			known[tag] = f.Type
+			names = append(names, tag)
+		}
+	}
+	keys := make([]string, 0, len(doc))
+	for k := range doc {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		ft, ok := known[k]
+		if !ok {
+			return fmt.Errorf("unknown key %q (allowed here: %s)", prefix+k, strings.Join(names, ", "))
+		}
+		if sub, isMap := doc[k].(map[string]any); isMap && ft.Kind() == reflect.Struct {
+			if err := checkLevel(prefix+k+".", sub, ft); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigFile(t *testing.T) {
+	cases := []struct {
+		name, yaml, wantErr string
+	}{
+		{"empty", "", ""},
+		{"full", "comms_addr: 127.0.0.1:1\npoll_wait: 10s\ntls:\n  cert_file: a\n  key_file: b\n  ca_file: c\nevents:\n  max_file_bytes: 100\n", ""},
+		{"unknown key", "poll_wiat: 5s\n", `unknown key "poll_wiat"`},
+		{"unknown nested key", "tls:\n  cert: x\n", `unknown key "tls.cert"`},
+		{"bad duration", "poll_wait: five\n", `"five" is not a duration`},
+		{"not a mapping", "- a\n", "not a YAML mapping"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "c.yaml")
+			if err := os.WriteFile(path, []byte(c.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg := defaultConfig()
+			err := readConfigFile(&cfg, path)
+			if c.wantErr == "" && err != nil || c.wantErr != "" && (err == nil || !strings.Contains(err.Error(), c.wantErr)) {
+				t.Fatalf("err = %v, want %q", err, c.wantErr)
+			}
+		})
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	cases := []struct {
+		name    string
+		edit    func(*Config)
+		wantKey string
+	}{
+		{"defaults", func(*Config) {}, ""},
+		{"bad addr", func(c *Config) { c.APIAddr = "x" }, "api_addr"},
+		{"wait above max", func(c *Config) { c.PollWait = Duration(time.Hour) }, "poll_wait"},
+		{"tiny body", func(c *Config) { c.MaxBodyBytes = 10 }, "max_body_bytes"},
+		{"ttl", func(c *Config) { c.TokenTTL = Duration(time.Second) }, "token_ttl"},
+		{"half tls", func(c *Config) { c.TLS.CertFile = "x" }, "tls.cert_file"},
+		{"log level", func(c *Config) { c.LogLevel = "loud" }, "log_level"},
+		{"log format", func(c *Config) { c.LogFormat = "xml" }, "log_format"},
+	}
+	for _, c := range cases {
+		cfg := defaultConfig()
+		c.edit(&cfg)
+		err := cfg.validate()
+		if c.wantKey == "" && err != nil || c.wantKey != "" && (err == nil || !strings.Contains(err.Error(), c.wantKey)) {
+			t.Errorf("%s: %v, want an error naming %s", c.name, err, c.wantKey)
+		}
+	}
+}
+
+func TestUsageErrorsExit2(t *testing.T) {
+	for _, args := range [][]string{{"bogus"}, {"run", "--bogus"}} {
+		var out, errb strings.Builder
+		if code := Main(t.Context(), args, &out, &errb); code != 2 {
+			t.Errorf("%v: exit %d, want 2 (%s)", args, code, errb.String())
+		}
+	}
+}
