@@ -19,6 +19,7 @@ import (
 	"github.com/tetherhq/tether/server/authn"
 	"github.com/tetherhq/tether/server/command"
 	"github.com/tetherhq/tether/server/comms"
+	"github.com/tetherhq/tether/server/metrics"
 	"github.com/tetherhq/tether/server/mgmt"
 	"github.com/tetherhq/tether/server/notify"
 	"github.com/tetherhq/tether/server/pki"
@@ -107,13 +108,16 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 
 	hub := notify.NewHub()
 	seen := presence.New(n.store, log)
+	mx := metrics.New()
+	mx.Gauge("tether_polls_waiting", "Long-polls held open by this node.", func() float64 { return float64(hub.Waiting()) })
 	svc := comms.New(comms.Options{
 		Store: n.store, Sinks: []tether.Sink{n.sink}, Notifier: hub, Keys: keys, Presence: seen,
 		Log: log.With("api", "comms"), PollWait: time.Duration(cfg.PollWait), MaxPollWait: time.Duration(cfg.MaxPollWait),
-		MaxBodyBytes: cfg.MaxBodyBytes, Closing: n.closing,
+		MaxBodyBytes: cfg.MaxBodyBytes, Closing: n.closing, Metrics: mx,
 	})
 	api := mgmt.New(mgmt.Options{
-		Store: n.store, Commands: &command.Manager{Store: n.store, Notifier: hub}, Notifier: hub,
+		Store: n.store, Commands: &command.Manager{Store: n.store, Notifier: hub, Metrics: mx}, Notifier: hub,
+		Metrics: mx.Handler(),
 		Presence: seen, Log: log.With("api", "management"), PollWindow: time.Duration(cfg.PollWait),
 		CommsURLs: cfg.CommsURLs, CommsPort: commsPort, AgentChanged: svc.Forget,
 		Ready: func(context.Context) error {
@@ -126,7 +130,7 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	n.cancel = cancel
-	n.goBackground(func() { command.RunSweeper(bg, n.store, time.Duration(cfg.SweepInterval), log) })
+	n.goBackground(func() { command.RunSweeper(bg, n.store, time.Duration(cfg.SweepInterval), log, mx) })
 	n.goBackground(func() { seen.Run(bg, 5*time.Second) })
 
 	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{tlsCert}}

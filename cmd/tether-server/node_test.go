@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tetherhq/tether/api"
 	commsv1 "github.com/tetherhq/tether/gen/tether/comms/v1"
@@ -429,3 +430,105 @@ func TestEveryProtocol(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestDeliveryReceiptsResultsAndMetrics drives one order through the comms
+// API by hand: redelivery until the receipt, an idempotent report, and the
+// metrics that record it.
+func TestDeliveryReceiptsResultsAndMetrics(t *testing.T) {
+	n := testNode(t, t.TempDir())
+	id, key := enrollRaw(t, n)
+	hc := httpsClient(t, n)
+	cl := commsv1connect.NewAgentServiceClient(hc, n.CommsURL)
+	ctx := context.Background()
+	auth, err := cl.Authenticate(ctx, connect.NewRequest(&commsv1.AuthenticateRequest{AgentId: id, AgentKey: key}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll := func(received ...string) []*commsv1.Order {
+		t.Helper()
+		req := connect.NewRequest(&commsv1.PollCommandsRequest{Wait: durationpb.New(300 * time.Millisecond), ReceivedOrderIds: received})
+		req.Header().Set("Authorization", "Bearer "+auth.Msg.Token)
+		resp, err := cl.PollCommands(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Msg.Orders
+	}
+	// A poll waiting when the order is created answers at once.
+	type res struct {
+		orders []*commsv1.Order
+		at     time.Time
+	}
+	got := make(chan res, 1)
+	go func() {
+		req := connect.NewRequest(&commsv1.PollCommandsRequest{Wait: durationpb.New(20 * time.Second)})
+		req.Header().Set("Authorization", "Bearer "+auth.Msg.Token)
+		resp, err := cl.PollCommands(ctx, req)
+		if err != nil {
+			t.Error(err)
+			got <- res{}
+			return
+		}
+		got <- res{resp.Msg.Orders, time.Now()}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	created, err := adminClient(t, n).CreateCommand(ctx, api.CreateCommandRequest{
+		Target: api.Target{Type: "agent", ID: id}, Action: api.Action{Name: "get-config"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := <-got
+	if len(first.orders) != 1 || first.orders[0].OrderId != created.Orders[0].OrderID {
+		t.Fatalf("waiting poll got %v", first.orders)
+	}
+	t.Logf("waiting poll answered %s after the order was created", first.at.Sub(created.CreatedAt))
+
+	// Not acknowledged: delivered again. Acknowledged: not any more.
+	again := poll()
+	if len(again) != 1 || again[0].OrderId != first.orders[0].OrderId {
+		t.Fatalf("unacknowledged order not redelivered: %v", again)
+	}
+	if rest := poll(again[0].OrderId); len(rest) != 0 {
+		t.Fatalf("acknowledged order delivered again: %v", rest)
+	}
+	report := func() []string {
+		req := connect.NewRequest(&commsv1.ReportResultsRequest{Results: []*commsv1.OrderResult{{
+			OrderId: again[0].OrderId, Status: commsv1.OrderStatus_ORDER_STATUS_SUCCESS, Message: "done",
+		}}})
+		req.Header().Set("Authorization", "Bearer "+auth.Msg.Token)
+		resp, err := cl.ReportResults(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Msg.AcknowledgedOrderIds
+	}
+	if acked := report(); len(acked) != 1 {
+		t.Fatalf("report not acknowledged: %v", acked)
+	}
+	if acked := report(); len(acked) != 1 {
+		t.Fatalf("second report not acknowledged: %v", acked)
+	}
+	cmd, err := adminClient(t, n).GetCommand(ctx, created.ID)
+	if err != nil || cmd.Status != "success" || cmd.Orders[0].Attempts != 2 || cmd.Orders[0].Result.Message != "done" {
+		t.Fatalf("command after report: %+v %v", cmd, err)
+	}
+
+	resp, err := hc.Get(n.APIURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`tether_orders_created_total{action="get-config",target="agent"} 1`,
+		`tether_orders_finished_total{action="get-config",status="success"} 1`,
+		`tether_order_delivery_seconds_count 1`,
+		`tether_order_completion_seconds_count 1`,
+		`tether_polls_waiting 0`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tetherhq/tether"
+	"github.com/tetherhq/tether/server/metrics"
 )
 
 // Timeout bounds of a command request.
@@ -30,6 +31,8 @@ var actionNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 type Manager struct {
 	Store    tether.Store
 	Notifier tether.Notifier
+	// Metrics, when set, counts created orders.
+	Metrics *metrics.Metrics
 	// Now returns the current time (time.Now when nil).
 	Now func() time.Time
 }
@@ -78,6 +81,7 @@ func (m *Manager) Create(ctx context.Context, n New) (*tether.CommandRequest, []
 		return nil, nil, err
 	}
 	m.Notifier.Notify(agentIDs...)
+	m.Metrics.OrderCreated(n.Action.Name, string(n.Target.Type), len(orders))
 	return req, orders, nil
 }
 
@@ -127,7 +131,7 @@ func validate(n *New) error {
 
 // RunSweeper fails orders past their time window every interval until ctx
 // ends. It is idempotent: every node of a cluster may run it.
-func RunSweeper(ctx context.Context, store tether.CommandStore, interval time.Duration, log *slog.Logger) {
+func RunSweeper(ctx context.Context, store tether.CommandStore, interval time.Duration, log *slog.Logger, m *metrics.Metrics) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -140,6 +144,7 @@ func RunSweeper(ctx context.Context, store tether.CommandStore, interval time.Du
 			case err != nil && ctx.Err() == nil:
 				log.Warn("sweep expired orders", "err", err)
 			case n > 0:
+				m.OrdersTimedOut(n)
 				log.Info("orders timed out", "count", n)
 			}
 		}

@@ -96,7 +96,7 @@ func TestSweeperFailsTimedOutOrders(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { command.RunSweeper(ctx, db, 10*time.Millisecond, testLogger()); close(done) }()
+	go func() { command.RunSweeper(ctx, db, 10*time.Millisecond, testLogger(), nil); close(done) }()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		_, orders, err := db.Command(context.Background(), req.ID)

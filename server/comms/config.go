@@ -20,18 +20,18 @@ func (s *Service) GetConfig(ctx context.Context, req *connect.Request[commsv1.Ge
 	const method = "GetConfig"
 	a, err := s.authenticate(ctx, req.Header())
 	if err != nil {
-		return nil, toConnect(s.o.Log, method, err)
+		return nil, s.fail(method, err)
 	}
 	merged, version, err := MergedConfig(ctx, s.o.Store, a.Groups)
 	if err != nil {
-		return nil, toConnect(s.o.Log, method, err)
+		return nil, s.fail(method, err)
 	}
 	if req.Msg.KnownVersion == version {
 		return connect.NewResponse(&commsv1.GetConfigResponse{Version: version, Unchanged: true}), nil
 	}
 	cfg, err := structpb.NewStruct(merged)
 	if err != nil {
-		return nil, toConnect(s.o.Log, method, fmt.Errorf("convert config: %w", err))
+		return nil, s.fail(method, fmt.Errorf("convert config: %w", err))
 	}
 	return connect.NewResponse(&commsv1.GetConfigResponse{Version: version, Config: cfg}), nil
 }

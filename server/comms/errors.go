@@ -55,6 +55,16 @@ func DomainCode(c connect.Code) tether.Code {
 	return tether.EINTERNAL
 }
 
+// fail counts a refused call and converts its error for the wire.
+func (s *Service) fail(method string, err error) error {
+	ce := toConnect(s.o.Log, method, err)
+	var c *connect.Error
+	if errors.As(ce, &c) {
+		s.o.Metrics.Rejected("comms", method, c.Code().String())
+	}
+	return ce
+}
+
 // toConnect turns any error into a *connect.Error whose message is safe to
 // send. Internal errors are logged with their details and sent as "internal
 // error".

@@ -16,11 +16,11 @@ func (s *Service) PollCommands(ctx context.Context, req *connect.Request[commsv1
 	const method = "PollCommands"
 	a, err := s.authenticate(ctx, req.Header())
 	if err != nil {
-		return nil, toConnect(s.o.Log, method, err)
+		return nil, s.fail(method, err)
 	}
 	wait, limit, received, err := s.pollArgs(req.Msg)
 	if err != nil {
-		return nil, toConnect(s.o.Log, method, err)
+		return nil, s.fail(method, err)
 	}
 	// Subscribe before the first query, so an order created between the
 	// query and the wait still wakes this poll.
@@ -30,7 +30,7 @@ func (s *Service) PollCommands(ctx context.Context, req *connect.Request[commsv1
 
 	orders, err := s.o.Store.DeliverOrders(ctx, a.ID, received, limit, s.o.Now().UTC())
 	if err != nil {
-		return nil, toConnect(s.o.Log, method, err)
+		return nil, s.fail(method, err)
 	}
 	if len(orders) == 0 {
 		timer := time.NewTimer(wait)
@@ -39,7 +39,7 @@ func (s *Service) PollCommands(ctx context.Context, req *connect.Request[commsv1
 		for {
 			select {
 			case <-ctx.Done():
-				return nil, toConnect(s.o.Log, method, ctx.Err())
+				return nil, s.fail(method, ctx.Err())
 			case <-timer.C:
 				break wait
 			case <-s.o.Closing:
@@ -47,11 +47,11 @@ func (s *Service) PollCommands(ctx context.Context, req *connect.Request[commsv1
 			case <-wake:
 				// A wake-up is also how a deletion reaches waiting polls.
 				if _, err := s.agent(ctx, a.ID, true); err != nil {
-					return nil, toConnect(s.o.Log, method, err)
+					return nil, s.fail(method, err)
 				}
 				orders, err = s.o.Store.DeliverOrders(ctx, a.ID, nil, limit, s.o.Now().UTC())
 				if err != nil {
-					return nil, toConnect(s.o.Log, method, err)
+					return nil, s.fail(method, err)
 				}
 				if len(orders) > 0 {
 					break wait
@@ -60,10 +60,14 @@ func (s *Service) PollCommands(ctx context.Context, req *connect.Request[commsv1
 		}
 	}
 	resp := &commsv1.PollCommandsResponse{Orders: make([]*commsv1.Order, 0, len(orders))}
+	now := s.o.Now()
 	for _, o := range orders {
+		if o.Attempts == 1 {
+			s.o.Metrics.OrderDelivered(o.CreatedAt, now)
+		}
 		po, err := orderToProto(o)
 		if err != nil {
-			return nil, toConnect(s.o.Log, method, err)
+			return nil, s.fail(method, err)
 		}
 		resp.Orders = append(resp.Orders, po)
 	}
@@ -100,10 +104,10 @@ func (s *Service) ReportResults(ctx context.Context, req *connect.Request[commsv
 	const method = "ReportResults"
 	a, err := s.authenticate(ctx, req.Header())
 	if err != nil {
-		return nil, toConnect(s.o.Log, method, err)
+		return nil, s.fail(method, err)
 	}
 	if n := len(req.Msg.Results); n > maxResultsPerCall {
-		return nil, toConnect(s.o.Log, method, tether.FieldError("results", "%d results: at most %d per call", n, maxResultsPerCall))
+		return nil, s.fail(method, tether.FieldError("results", "%d results: at most %d per call", n, maxResultsPerCall))
 	}
 	type parsed struct {
 		id  string
@@ -114,21 +118,24 @@ func (s *Service) ReportResults(ctx context.Context, req *connect.Request[commsv
 	for i, r := range req.Msg.Results {
 		id, st, res, err := resultFromProto(fieldIndex("results", i), r)
 		if err != nil {
-			return nil, toConnect(s.o.Log, method, err)
+			return nil, s.fail(method, err)
 		}
 		list = append(list, parsed{id, st, res})
 	}
 	now := s.o.Now().UTC()
 	resp := &commsv1.ReportResultsResponse{}
 	for _, p := range list {
-		_, err := s.o.Store.FinishOrder(ctx, a.ID, p.id, p.st, p.res, now)
+		o, err := s.o.Store.FinishOrder(ctx, a.ID, p.id, p.st, p.res, now)
 		switch {
 		case err == nil:
+			if o.FinishedAt.Equal(now) { // this report finished it
+				s.o.Metrics.OrderFinished(o.Action.Name, string(o.Status), o.CreatedAt, now)
+			}
 			resp.AcknowledgedOrderIds = append(resp.AcknowledgedOrderIds, p.id)
 		case tether.ErrorCode(err) == tether.ENOTFOUND:
 			s.o.Log.Info("result for an unknown order", "agent", a.ID, "order", p.id)
 		default:
-			return nil, toConnect(s.o.Log, method, err)
+			return nil, s.fail(method, err)
 		}
 	}
 	return connect.NewResponse(resp), nil

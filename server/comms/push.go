@@ -15,15 +15,15 @@ func (s *Service) PushStateless(ctx context.Context, req *connect.Request[commsv
 	const method = "PushStateless"
 	a, err := s.authenticate(ctx, req.Header())
 	if err != nil {
-		return nil, toConnect(s.o.Log, method, err)
+		return nil, s.fail(method, err)
 	}
 	events, err := convertBatch(req.Msg.Sequence, req.Msg.Events, eventFromProto)
 	if err != nil {
-		return nil, toConnect(s.o.Log, method, err)
+		return nil, s.fail(method, err)
 	}
 	n, dup, err := s.ingest(ctx, a, req.Msg.Sequence, false, events)
 	if err != nil {
-		return nil, toConnect(s.o.Log, method, err)
+		return nil, s.fail(method, err)
 	}
 	return connect.NewResponse(&commsv1.PushStatelessResponse{Accepted: uint32(n), Duplicate: dup}), nil
 }
@@ -33,15 +33,15 @@ func (s *Service) PushStateful(ctx context.Context, req *connect.Request[commsv1
 	const method = "PushStateful"
 	a, err := s.authenticate(ctx, req.Header())
 	if err != nil {
-		return nil, toConnect(s.o.Log, method, err)
+		return nil, s.fail(method, err)
 	}
 	events, err := convertBatch(req.Msg.Sequence, req.Msg.Events, statefulFromProto)
 	if err != nil {
-		return nil, toConnect(s.o.Log, method, err)
+		return nil, s.fail(method, err)
 	}
 	n, dup, err := s.ingest(ctx, a, req.Msg.Sequence, true, events)
 	if err != nil {
-		return nil, toConnect(s.o.Log, method, err)
+		return nil, s.fail(method, err)
 	}
 	return connect.NewResponse(&commsv1.PushStatefulResponse{Accepted: uint32(n), Duplicate: dup}), nil
 }
@@ -95,6 +95,11 @@ func (s *Service) ingest(ctx context.Context, a *tether.Agent, seq uint64, state
 	accepted, err := s.o.Store.AcceptBatch(ctx, a.ID, seq)
 	if err != nil {
 		return 0, false, err
+	}
+	if accepted && s.o.Metrics != nil {
+		for _, e := range events {
+			s.o.Metrics.EventsReceived(e.Module, 1, len(e.Payload))
+		}
 	}
 	return len(events), !accepted, nil
 }

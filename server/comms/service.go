@@ -14,6 +14,7 @@ import (
 	commsv1 "github.com/tetherhq/tether/gen/tether/comms/v1"
 	"github.com/tetherhq/tether/gen/tether/comms/v1/commsv1connect"
 	"github.com/tetherhq/tether/server/authn"
+	"github.com/tetherhq/tether/server/metrics"
 	"github.com/tetherhq/tether/server/presence"
 )
 
@@ -36,6 +37,8 @@ type Options struct {
 	Keys     *authn.Keyring
 	Presence *presence.Tracker
 	Log      *slog.Logger
+	// Metrics, when set, records calls, deliveries and results.
+	Metrics *metrics.Metrics
 	// PollWait is the default long-poll wait, MaxPollWait its upper bound.
 	PollWait    time.Duration
 	MaxPollWait time.Duration
@@ -176,26 +179,26 @@ func (s *Service) Authenticate(ctx context.Context, req *connect.Request[commsv1
 	const method = "Authenticate"
 	id, key := req.Msg.GetAgentId(), req.Msg.GetAgentKey()
 	if !tether.ValidID(id) {
-		return nil, toConnect(s.o.Log, method, tether.FieldError("agent_id", "want the agent id from enrollment (a lowercase UUID)"))
+		return nil, s.fail(method, tether.FieldError("agent_id", "want the agent id from enrollment (a lowercase UUID)"))
 	}
 	if key == "" || len(key) > 256 {
-		return nil, toConnect(s.o.Log, method, tether.FieldError("agent_key", "want the agent key from enrollment"))
+		return nil, s.fail(method, tether.FieldError("agent_key", "want the agent key from enrollment"))
 	}
 	a, err := s.o.Store.Agent(ctx, id)
 	switch {
 	case tether.ErrorCode(err) == tether.ENOTFOUND:
-		return nil, toConnect(s.o.Log, method, tether.Errorf(tether.EFORBIDDEN, "agent %s is not enrolled on this server: enroll again", id))
+		return nil, s.fail(method, tether.Errorf(tether.EFORBIDDEN, "agent %s is not enrolled on this server: enroll again", id))
 	case err != nil:
-		return nil, toConnect(s.o.Log, method, err)
+		return nil, s.fail(method, err)
 	case !authn.Matches(a.KeyHash, key):
-		return nil, toConnect(s.o.Log, method, tether.Errorf(tether.EUNAUTHORIZED, "wrong agent key"))
+		return nil, s.fail(method, tether.Errorf(tether.EUNAUTHORIZED, "wrong agent key"))
 	case a.Disabled:
-		return nil, toConnect(s.o.Log, method, tether.Errorf(tether.EFORBIDDEN, "agent %s is disabled on the server", id))
+		return nil, s.fail(method, tether.Errorf(tether.EFORBIDDEN, "agent %s is disabled on the server", id))
 	}
 	now := s.o.Now()
 	token, exp, err := s.o.Keys.Issue(id, now)
 	if err != nil {
-		return nil, toConnect(s.o.Log, method, err)
+		return nil, s.fail(method, err)
 	}
 	s.o.Presence.Seen(id, now.UTC())
 	return connect.NewResponse(&commsv1.AuthenticateResponse{

@@ -16,6 +16,7 @@ var publicRoutes = map[string]bool{
 	"GET /healthz":             true,
 	"GET /readyz":              true,
 	"GET /api/v1/openapi.json": true,
+	"GET /metrics":             true,
 }
 
 func TestEveryRouteChecksItsPermission(t *testing.T) {

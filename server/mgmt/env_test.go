@@ -15,6 +15,7 @@ import (
 	"github.com/tetherhq/tether"
 	"github.com/tetherhq/tether/server/authn"
 	"github.com/tetherhq/tether/server/command"
+	"github.com/tetherhq/tether/server/metrics"
 	"github.com/tetherhq/tether/server/mgmt"
 	"github.com/tetherhq/tether/server/notify"
 	"github.com/tetherhq/tether/server/presence"
@@ -59,6 +60,7 @@ func newEnvWith(t testing.TB, edit func(*mgmt.Options)) *env {
 		Log:        log,
 		PollWindow: pollWindow,
 		CommsURLs:  commsURLs,
+		Metrics:    metrics.New().Handler(),
 	}
 	if edit != nil {
 		edit(&o)

@@ -145,6 +145,7 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 	c.do(t, call{method: "GET", path: "/healthz", want: 200})
 	c.do(t, call{method: "GET", path: "/readyz", want: 200})
 	c.do(t, call{method: "GET", path: "/api/v1/openapi.json", want: 200})
+	c.do(t, call{method: "GET", path: "/metrics", want: 200})
 
 	// Enrollment tokens.
 	var enroll api.EnrollmentToken

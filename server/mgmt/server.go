@@ -47,6 +47,8 @@ type Options struct {
 	// AgentChanged is called after an agent was deleted or re-enrolled, so
 	// caches elsewhere on this node can drop it.
 	AgentChanged func(agentID string)
+	// Metrics serves /metrics (Prometheus text format); nil: 404.
+	Metrics http.Handler
 	// Now returns the current time (time.Now when nil).
 	Now func() time.Time
 }
@@ -72,6 +74,7 @@ func Routes() []Route {
 		{"GET", "/healthz", "", (*Server).healthz},
 		{"GET", "/readyz", "", (*Server).readyz},
 		{"GET", "/api/v1/openapi.json", "", (*Server).openapi},
+		{"GET", "/metrics", "", (*Server).metrics},
 		{"POST", "/api/v1/enrollment-tokens", tether.PermTokensWrite, (*Server).createEnrollmentToken},
 		{"GET", "/api/v1/enrollment-tokens", tether.PermTokensRead, (*Server).listEnrollmentTokens},
 		{"DELETE", "/api/v1/enrollment-tokens/{id}", tether.PermTokensWrite, (*Server).revokeEnrollmentToken},
@@ -211,6 +214,14 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ *tether.Token)
 		h.Status = "unavailable"
 	}
 	writeJSON(w, status, h)
+	return nil
+}
+
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request, _ *tether.Token) error {
+	if s.o.Metrics == nil {
+		return tether.Errorf(tether.ENOTFOUND, "metrics are not enabled on this node")
+	}
+	s.o.Metrics.ServeHTTP(w, r)
 	return nil
 }
 
