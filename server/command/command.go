@@ -117,6 +117,9 @@ func validate(n *New) error {
 	} else {
 		n.Action.Args = nil
 	}
+	if err := checkAction(n.Target.Type, n.Action); err != nil {
+		return err
+	}
 	if len(n.Action.Version) > 64 {
 		return tether.FieldError("action.version", "longer than 64 characters")
 	}

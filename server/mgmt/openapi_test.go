@@ -262,7 +262,7 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 	var cmd api.Command
 	decodeInto(t, c.do(t, call{method: "POST", path: "/api/v1/commands", token: operator, want: 201,
 		body: map[string]any{"target": map[string]any{"type": "agent", "id": agent1},
-			"action": map[string]any{"name": "active-response", "args": map[string]any{"script": "block-ip"}, "version": "1"}, "timeout": "10m"}}), &cmd)
+			"action": map[string]any{"name": "active-response", "args": map[string]any{"command": "block-ip", "args": []string{"10.0.0.1"}}, "version": "1"}, "timeout": "10m"}}), &cmd)
 	if len(cmd.Orders) != 1 || cmd.Status != "pending" || cmd.Timeout != "10m0s" || cmd.User != "test-operator" || cmd.Source != "user" {
 		t.Fatalf("created command %+v", cmd)
 	}
