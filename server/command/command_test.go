@@ -64,7 +64,7 @@ func TestCreateStoresAndWakes(t *testing.T) {
 	defer release()
 	req, orders, err := m.Create(context.Background(), command.New{
 		Target: tether.Target{Type: tether.TargetAgent, ID: agentID},
-		Action: tether.Action{Name: "get-config", Args: json.RawMessage(`{"a":"b"}`)},
+		Action: tether.Action{Name: "osquery.run", Args: json.RawMessage(`{"a":"b"}`)},
 		User:   "alice", Source: "user",
 	})
 	if err != nil {
@@ -119,3 +119,42 @@ func TestSweeperFailsTimedOutOrders(t *testing.T) {
 }
 
 func testLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func TestBuiltinActionArguments(t *testing.T) {
+	m, _, agentID := setup(t)
+	agent := tether.Target{Type: tether.TargetAgent, ID: agentID}
+	sha := "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	cases := []struct {
+		name   string
+		target tether.Target
+		action string
+		args   string
+		field  string // "" when valid
+	}{
+		{"restart takes nothing", agent, "restart", ``, ""},
+		{"restart refuses args", agent, "restart", `{"now":true}`, "action.args.now"},
+		{"upgrade complete", agent, "upgrade", `{"version":"1.2.0","sha256":"` + sha + `","file":"tether-agent","signature":"c2ln"}`, ""},
+		{"upgrade missing sha", agent, "upgrade", `{"version":"1.2.0","file":"f","signature":"s"}`, "action.args.sha256"},
+		{"upgrade bad sha", agent, "upgrade", `{"version":"1","sha256":"xyz","file":"f","signature":"s"}`, "action.args.sha256"},
+		{"active-response", agent, "active-response", `{"command":"block-ip","args":["1.2.3.4"],"timeout":"30s"}`, ""},
+		{"active-response bad args", agent, "active-response", `{"command":"x","args":"1.2.3.4"}`, "action.args.args"},
+		{"active-response bad timeout", agent, "active-response", `{"command":"x","timeout":"soon"}`, "action.args.timeout"},
+		{"set-group needs groups", agent, "set-group", `{}`, "action.args.groups"},
+		{"plugin action unchecked", agent, "osquery.run", `{"sql":"select 1"}`, ""},
+		{"server action on agent", agent, "rotate-signing-key", ``, "action.name"},
+		{"agent action on server", tether.Target{Type: tether.TargetServer}, "restart", ``, "action.name"},
+	}
+	for _, c := range cases {
+		_, _, err := m.Create(context.Background(), command.New{Target: c.target, Action: tether.Action{Name: c.action, Args: json.RawMessage(c.args)}})
+		if c.field == "" {
+			if err != nil {
+				t.Errorf("%s: %v", c.name, err)
+			}
+			continue
+		}
+		e, ok := err.(*tether.Error)
+		if !ok || e.Field != c.field {
+			t.Errorf("%s: %v, want an error on %s", c.name, err, c.field)
+		}
+	}
+}
