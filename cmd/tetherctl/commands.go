@@ -93,15 +93,12 @@ status and result.`,
 		if !a.jsonOut() {
 			fmt.Fprintf(a.stdout, "command %s created, waiting for %d order(s)\n", created.ID, len(created.Orders))
 		}
-		last := ""
+		bar := newProgress(a.stderr)
 		cmdDone, err := c.WaitCommand(ctx, created.ID, interval, func(cur *api.Command) {
 			finished, success, failure := cur.Counts()
-			line := fmt.Sprintf("%d/%d finished: %d success, %d failure", finished, len(cur.Orders), success, failure)
-			if line != last {
-				fmt.Fprintln(a.stderr, line)
-				last = line
-			}
+			bar.update(finished, len(cur.Orders), success, failure)
 		})
+		bar.done()
 		if err != nil {
 			return err
 		}

@@ -580,3 +580,22 @@ func TestAgo(t *testing.T) {
 		}
 	}
 }
+
+func TestProgressPlainAndBar(t *testing.T) {
+	var buf strings.Builder
+	p := &progress{w: &buf}
+	p.update(0, 4, 0, 0)
+	p.update(0, 4, 0, 0) // unchanged: not repeated
+	p.update(4, 4, 3, 1)
+	p.done()
+	if got := buf.String(); got != "0/4 finished: 0 success, 0 failure\n4/4 finished: 3 success, 1 failure\n" {
+		t.Fatalf("plain progress:\n%s", got)
+	}
+	buf.Reset()
+	p = &progress{w: &buf, tty: true}
+	p.update(2, 4, 2, 0)
+	p.done()
+	if got := buf.String(); !strings.HasPrefix(got, "\r[###############...............] 2/4 finished") || !strings.HasSuffix(got, "\n") {
+		t.Fatalf("bar: %q", got)
+	}
+}
