@@ -15,10 +15,10 @@ import (
 type Store interface {
 	TokenStore
 	AgentStore
+	GroupStore
 	CommandStore
 	StateStore
 	KeyStore
-	ConfigStore
 	// Ping checks that the store can serve (for /readyz).
 	Ping(ctx context.Context) error
 	Close() error
@@ -45,7 +45,9 @@ type AgentStore interface {
 	RegisterAgent(ctx context.Context, a *Agent, tokenID string, now time.Time) error
 	Agent(ctx context.Context, id string) (*Agent, error)
 	Agents(ctx context.Context, f AgentFilter) ([]*Agent, error)
-	// DeleteAgent removes the agent, its orders and its state.
+	// DeleteAgent removes the agent, its group memberships and its state.
+	// Its orders stay readable with their request: the unfinished ones
+	// fail with the message "agent deleted", finished at the current time.
 	DeleteAgent(ctx context.Context, id string) error
 	// TouchAgents records last-seen times in one write; unknown ids are
 	// ignored and a time older than the stored one does not replace it.
@@ -116,21 +118,40 @@ type KeyStore interface {
 	PutSecretOnce(ctx context.Context, name string, value []byte) ([]byte, error)
 }
 
-// GroupConfig is the centralized configuration of one group.
-type GroupConfig struct {
-	Group string
-	// Doc is a JSON object.
-	Doc       []byte
-	UpdatedAt time.Time
+// GroupStore holds groups, their configuration, and agent membership.
+//
+// Membership is the agents' ordered group lists (Agent.Groups); a group
+// named by an agent need not exist as a Group.
+type GroupStore interface {
+	ConfigStore
+	// CreateGroup stores a new group (ECONFLICT when the name is taken).
+	// Zero CreatedAt and UpdatedAt are set to the current time, and an
+	// empty ConfigJSON to "{}"; *g is updated to the group as stored.
+	CreateGroup(ctx context.Context, g *Group) error
+	// Group returns a created group with its member count.
+	Group(ctx context.Context, name string) (*Group, error)
+	// Groups lists the created groups by name, with their member counts.
+	Groups(ctx context.Context) ([]*Group, error)
+	// UpdateGroup replaces the description, configuration, version and
+	// update time (zero: now) of a created group; *g is updated to the
+	// group as stored.
+	UpdateGroup(ctx context.Context, g *Group) error
+	// DeleteGroup removes the group and every agent's membership of it. It
+	// is ENOTFOUND only when the group was neither created nor named by
+	// any agent.
+	DeleteGroup(ctx context.Context, name string) error
+	// SetAgentGroups replaces the agent's group list (validated with
+	// ValidateGroups) and its membership index, and sets its UpdatedAt to
+	// the current time.
+	SetAgentGroups(ctx context.Context, agentID string, groups []string) error
 }
 
-// ConfigStore holds centralized configuration by group.
+// ConfigStore reads centralized configuration by group.
 type ConfigStore interface {
-	// GroupConfigs returns the configurations of the named groups that have
-	// one, in the order of groups.
+	// GroupConfigs returns the configurations (ConfigJSON) of the named
+	// groups that were created, in the order of groups; a group named
+	// twice is returned once.
 	GroupConfigs(ctx context.Context, groups []string) ([]*GroupConfig, error)
-	// PutGroupConfig creates or replaces a group's configuration.
-	PutGroupConfig(ctx context.Context, c *GroupConfig) error
 }
 
 // Notifier wakes the long-polls of agents when orders are created for them.

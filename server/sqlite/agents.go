@@ -93,14 +93,8 @@ func (db *DB) RegisterAgent(ctx context.Context, a *tether.Agent, tokenID string
 		if err != nil {
 			return fmt.Errorf("upsert agent: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM agent_groups WHERE agent_id = ?`, a.ID); err != nil {
-			return fmt.Errorf("delete agent groups: %w", err)
-		}
-		for _, g := range a.Groups {
-			_, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO agent_groups (grp, agent_id) VALUES (?, ?)`, g, a.ID)
-			if err != nil {
-				return fmt.Errorf("insert agent group: %w", err)
-			}
+		if err := setMembership(ctx, tx, a.ID, a.Groups); err != nil {
+			return err
 		}
 		stored, err = getAgent(ctx, tx, a.ID)
 		return err
@@ -172,21 +166,33 @@ func (db *DB) Agents(ctx context.Context, f tether.AgentFilter) ([]*tether.Agent
 	return as, nil
 }
 
-// DeleteAgent removes the agent, its orders and its state. Its command
-// requests stay.
+// DeleteAgent removes the agent, its group memberships and its state, in
+// one transaction. Its orders and command requests stay: the unfinished
+// orders fail with the message "agent deleted", finished at the current
+// time.
 func (db *DB) DeleteAgent(ctx context.Context, id string) error {
-	res, err := db.writer.ExecContext(ctx, `DELETE FROM agents WHERE id = ?`, id)
-	if err != nil {
-		return fmt.Errorf("delete agent: %w", err)
-	}
-	n, err := rowsAffected(res)
-	if err != nil {
-		return err
-	}
-	if n == 0 {
-		return tether.NotFound("agent", id)
-	}
-	return nil
+	now := db.now().UnixNano()
+	return db.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE orders
+			SET status = 'failure', result_code = 0, result_message = 'agent deleted', result_data = NULL,
+				finished_at = ?
+			WHERE agent_id = ? AND status IN ('pending', 'sent')`, now, id)
+		if err != nil {
+			return fmt.Errorf("fail orders of deleted agent: %w", err)
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM agents WHERE id = ?`, id)
+		if err != nil {
+			return fmt.Errorf("delete agent: %w", err)
+		}
+		n, err := rowsAffected(res)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return tether.NotFound("agent", id)
+		}
+		return nil
+	})
 }
 
 // TouchAgents records last-seen times in one transaction. Unknown ids and

@@ -232,3 +232,85 @@ func TestTwoHandles(t *testing.T) {
 		t.Errorf("sweepers expired %v = %d orders, want %d", counts, sum, len(orders))
 	}
 }
+
+// TestMigrateFromVersion1 upgrades a database made by the first schema: its
+// orders and group configurations survive the rebuild of orders, and the
+// orders lose their cascade from agents.
+func TestMigrateFromVersion1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tether.db")
+	schema1, err := os.ReadFile(filepath.Join("migrations", "0001_init.sql"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := rawDB(t, path)
+	const agentID = "0b7e3c8e-8d3f-4c7e-9f5c-0e6f4b1c2d3e"
+	for _, q := range []string{
+		string(schema1),
+		`CREATE TABLE schema_migrations (version INTEGER NOT NULL PRIMARY KEY, applied_at INTEGER NOT NULL)`,
+		`INSERT INTO schema_migrations VALUES (1, 1)`,
+		`INSERT INTO agents (id, name, group_list, enrolled_at, updated_at) VALUES ('` + agentID + `', 'a', '["web"]', 1, 1)`,
+		`INSERT INTO agent_groups VALUES ('web', '` + agentID + `')`,
+		`INSERT INTO command_requests (id, target_type, target_id, action_name, created_at) VALUES ('r1', 'agent', '` + agentID + `', 'restart', 5)`,
+		`INSERT INTO orders (seq, id, request_id, agent_id, action_name, status, created_at, timeout_at, attempts)
+			VALUES (7, 'o1', 'r1', '` + agentID + `', 'restart', 'sent', 5, 9000000000000000000, 1)`,
+		`INSERT INTO group_configs VALUES ('web', '{"log_level":"debug"}', 3)`,
+	} {
+		if _, err := raw.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	raw.Close()
+
+	db := open(t, path)
+	ctx := t.Context()
+	if v, err := db.SchemaVersion(ctx); err != nil || v != sqlite.LatestSchemaVersion() {
+		t.Fatalf("SchemaVersion = %d, %v; want %d", v, err, sqlite.LatestSchemaVersion())
+	}
+	o, err := db.Order(ctx, "o1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.RequestID != "r1" || o.AgentID != agentID || o.Status != tether.OrderSent || o.Attempts != 1 ||
+		!o.CreatedAt.Equal(time.Unix(0, 5)) {
+		t.Errorf("migrated order = %+v", o)
+	}
+	g, err := db.Group(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(g.ConfigJSON) != `{"log_level":"debug"}` || g.Members != 1 || !g.UpdatedAt.Equal(time.Unix(0, 3)) {
+		t.Errorf("migrated group = %+v", g)
+	}
+	cfgs, err := db.GroupConfigs(ctx, []string{"web"})
+	if err != nil || len(cfgs) != 1 {
+		t.Fatalf("GroupConfigs = %v, %v", cfgs, err)
+	}
+
+	// The orders of a deleted agent stay.
+	if err := db.DeleteAgent(ctx, agentID); err != nil {
+		t.Fatal(err)
+	}
+	o, err = db.Order(ctx, "o1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Status != tether.OrderFailure || o.Result.Message != "agent deleted" {
+		t.Errorf("order of the deleted agent: status %s, message %q", o.Status, o.Result.Message)
+	}
+	// The agent can enroll again and get new orders.
+	a := &tether.Agent{ID: agentID, Name: "a"}
+	if err := db.RegisterAgent(ctx, a, "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	r := &tether.CommandRequest{ID: "r2", Target: tether.Target{Type: tether.TargetAgent, ID: agentID}, Action: tether.Action{Name: "x"}}
+	if err := db.CreateCommand(ctx, r, []*tether.Order{{ID: "o2", AgentID: agentID, Action: r.Action}}); err != nil {
+		t.Fatal(err)
+	}
+	var fks int
+	if err := rawDB(t, path).QueryRow(`SELECT count(*) FROM pragma_foreign_key_list('orders') WHERE "table" = 'agents'`).Scan(&fks); err != nil {
+		t.Fatal(err)
+	}
+	if fks != 0 {
+		t.Errorf("orders has %d foreign keys on agents, want none", fks)
+	}
+}

@@ -292,6 +292,13 @@ func testDeleteAgent(t *testing.T, s tether.Store) {
 	a := register(t, s, "doomed")
 	b := register(t, s, "survivor")
 	r, orders := createCommand(t, s, t0, time.Hour, a, b)
+	_, done := createCommand(t, s, t0, time.Hour, a)
+	_, sent := createCommand(t, s, at(time.Second), time.Hour, a)
+	_, err := s.FinishOrder(ctx(t), a.ID, done[0].ID, tether.OrderSuccess, tether.Result{Message: "ok"}, at(time.Minute))
+	must(t, err)
+	delivered, err := s.DeliverOrders(ctx(t), a.ID, []string{}, 10, at(time.Second))
+	must(t, err)
+	checkStrings(t, "delivered", ids(delivered), append(ids(orders[:1]), ids(sent)...))
 	for _, ag := range []*tether.Agent{a, b} {
 		must(t, s.ApplyState(ctx(t), ag.ID, 1, []tether.Event{
 			{Module: "inventory", Key: "os", Op: tether.StateUpsert, Payload: []byte(`{"name":"linux"}`)},
@@ -299,7 +306,7 @@ func testDeleteAgent(t *testing.T, s tether.Store) {
 	}
 
 	must(t, s.DeleteAgent(ctx(t), a.ID))
-	_, err := s.Agent(ctx(t), a.ID)
+	_, err = s.Agent(ctx(t), a.ID)
 	wantCode(t, err, tether.ENOTFOUND)
 	wantCode(t, s.DeleteAgent(ctx(t), a.ID), tether.ENOTFOUND)
 
@@ -311,18 +318,36 @@ func testDeleteAgent(t *testing.T, s tether.Store) {
 			orderB = o
 		}
 	}
-	_, err = s.Order(ctx(t), orderA.ID)
-	wantCode(t, err, tether.ENOTFOUND)
-	_, err = s.Order(ctx(t), orderB.ID)
-	must(t, err)
+	// The deleted agent's unfinished orders failed; its finished ones and
+	// the other agent's are unchanged.
+	got := getOrder(t, s, orderA.ID)
+	if got.Status != tether.OrderFailure || got.Result.Message != "agent deleted" || got.FinishedAt.IsZero() ||
+		got.AgentID != a.ID {
+		t.Errorf("order of the deleted agent: agent %s, status %s, message %q, finished at %v; want agent %s, failure, \"agent deleted\", a finish time",
+			got.AgentID, got.Status, got.Result.Message, got.FinishedAt, a.ID)
+	}
+	checkOrder(t, getOrder(t, s, orderB.ID), orderB)
+	want := *done[0]
+	want.Status, want.Result, want.FinishedAt = tether.OrderSuccess, tether.Result{Message: "ok"}, at(time.Minute)
+	checkOrder(t, getOrder(t, s, done[0].ID), &want)
+	want = *sent[0]
+	want.Status, want.SentAt, want.Attempts = tether.OrderFailure, at(time.Second), 1
+	want.Result, want.FinishedAt = tether.Result{Message: "agent deleted"}, getOrder(t, s, sent[0].ID).FinishedAt
+	checkOrder(t, getOrder(t, s, sent[0].ID), &want)
 
-	// The request stays, with the orders of the other agents.
+	// The requests stay, with every order.
 	gotR, gotOrders, err := s.Command(ctx(t), r.ID)
 	must(t, err)
 	if gotR.ID != r.ID {
 		t.Errorf("command id = %s, want %s", gotR.ID, r.ID)
 	}
-	checkStrings(t, "orders after delete", ids(gotOrders), []string{orderB.ID})
+	checkStrings(t, "orders after delete", sortedIDs(gotOrders), sortedIDs(orders))
+
+	// Nothing is delivered for the deleted id.
+	delivered, err = s.DeliverOrders(ctx(t), a.ID, nil, 10, at(2*time.Minute))
+	if err == nil && len(delivered) != 0 {
+		t.Errorf("delivered %d orders to a deleted agent", len(delivered))
+	}
 
 	st, err := s.State(ctx(t), a.ID, "")
 	must(t, err)
@@ -340,10 +365,10 @@ func testDeleteAgent(t *testing.T, s tether.Store) {
 	again.ID = a.ID
 	again.EnrolledAt, again.UpdatedAt = at(time.Hour), at(time.Hour)
 	must(t, s.RegisterAgent(ctx(t), again, "", at(time.Hour)))
-	got := getAgent(t, s, a.ID)
-	checkTime(t, "EnrolledAt after re-registration", got.EnrolledAt, at(time.Hour))
-	if got.LastBatchSeq != 0 {
-		t.Errorf("LastBatchSeq after re-registration = %d, want 0", got.LastBatchSeq)
+	gotA := getAgent(t, s, a.ID)
+	checkTime(t, "EnrolledAt after re-registration", gotA.EnrolledAt, at(time.Hour))
+	if gotA.LastBatchSeq != 0 {
+		t.Errorf("LastBatchSeq after re-registration = %d, want 0", gotA.LastBatchSeq)
 	}
 }
 

@@ -81,43 +81,6 @@ func testPutSecretOnceRace(t *testing.T, s tether.Store) {
 	}
 }
 
-func testGroupConfigs(t *testing.T, s tether.Store) {
-	cs, err := s.GroupConfigs(ctx(t), []string{"web"})
-	must(t, err)
-	if len(cs) != 0 {
-		t.Fatalf("new store has %d group configs", len(cs))
-	}
-	web := &tether.GroupConfig{Group: "web", Doc: []byte(`{"log_level": "debug"}`), UpdatedAt: t0}
-	db := &tether.GroupConfig{Group: "db", Doc: []byte(`{"modules": ["inventory"]}`), UpdatedAt: at(time.Minute)}
-	must(t, s.PutGroupConfig(ctx(t), web))
-	must(t, s.PutGroupConfig(ctx(t), db))
-
-	check := func(groups []string, want ...*tether.GroupConfig) {
-		t.Helper()
-		cs, err := s.GroupConfigs(ctx(t), groups)
-		must(t, err)
-		if len(cs) != len(want) {
-			t.Fatalf("GroupConfigs(%q) = %d configs, want %d", groups, len(cs), len(want))
-		}
-		for i, w := range want {
-			if cs[i].Group != w.Group {
-				t.Errorf("GroupConfigs(%q)[%d] = %s, want %s", groups, i, cs[i].Group, w.Group)
-				continue
-			}
-			checkJSON(t, "Doc", cs[i].Doc, w.Doc)
-			checkTime(t, "UpdatedAt", cs[i].UpdatedAt, w.UpdatedAt)
-		}
-	}
-	check([]string{"db", "missing", "web"}, db, web)
-	check([]string{"web", "db"}, web, db)
-	check([]string{"missing"})
-	check(nil)
-
-	web2 := &tether.GroupConfig{Group: "web", Doc: []byte(`{"log_level": "info"}`), UpdatedAt: at(time.Hour)}
-	must(t, s.PutGroupConfig(ctx(t), web2))
-	check([]string{"web", "db"}, web2, db)
-}
-
 // testConcurrentWrites runs every kind of write from many goroutines at
 // once: none may fail because another holds a lock.
 func testConcurrentWrites(t *testing.T, s tether.Store) {

@@ -28,6 +28,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -71,6 +72,8 @@ func Run(t *testing.T, open func(t *testing.T) tether.Store) {
 		{"SigningKeys", testSigningKeys},
 		{"Secrets", testSecrets},
 		{"PutSecretOnceRace", testPutSecretOnceRace},
+		{"Groups", testGroups},
+		{"GroupMembers", testGroupMembers},
 		{"GroupConfigs", testGroupConfigs},
 		{"ConcurrentWrites", testConcurrentWrites},
 	}
@@ -232,6 +235,13 @@ func ids(orders []*tether.Order) []string {
 	for _, o := range orders {
 		s = append(s, o.ID)
 	}
+	return s
+}
+
+// sortedIDs returns the ids of the orders, sorted.
+func sortedIDs(orders []*tether.Order) []string {
+	s := ids(orders)
+	slices.Sort(s)
 	return s
 }
 
