@@ -97,10 +97,12 @@ type Result struct {
 type Order struct {
 	ID        string
 	RequestID string
-	AgentID   string
-	Action    Action
-	Status    OrderStatus
-	Result    Result
+	// AgentID is the agent that executes the order, or "" for an order the
+	// server executes itself (a request aimed at the server).
+	AgentID string
+	Action  Action
+	Status  OrderStatus
+	Result  Result
 	// User who created the request (copied for the agent's logs).
 	User string
 	// CreatedAt is when the order was created; SentAt when it was first

@@ -61,7 +61,17 @@ type AgentStore interface {
 // CommandStore holds command requests and their orders.
 type CommandStore interface {
 	// CreateCommand stores the request and its orders in one transaction.
+	// An order whose AgentID is "" is executed by the server itself (see
+	// ClaimServerOrders); a request may also have no orders at all.
 	CreateCommand(ctx context.Context, r *CommandRequest, orders []*Order) error
+	// CreateGroupCommand expands a request aimed at the group r.Target.ID
+	// in one transaction: it stores the request and one order per agent
+	// that is a member of the group at that moment (no cap), in agent id
+	// order, and returns the orders. Each order is a copy of tmpl with a
+	// new id, the agent's id, RequestID r.ID and status pending (a zero
+	// CreatedAt is r.CreatedAt's). A group without members is EINVALID on
+	// the field "target.id", and nothing is stored; so is any failure.
+	CreateGroupCommand(ctx context.Context, r *CommandRequest, tmpl Order) ([]*Order, error)
 	Command(ctx context.Context, id string) (*CommandRequest, []*Order, error)
 	Commands(ctx context.Context, f CommandFilter) ([]*CommandRequest, error)
 	// Order returns one order.
@@ -70,17 +80,25 @@ type CommandStore interface {
 	// (orders of this agent only), then returns up to limit orders of the
 	// agent that are pending, or sent but not yet received, oldest first,
 	// marking them sent at now and counting the delivery. Orders past their
-	// time window are not returned.
+	// time window are not returned, nor are server orders (AgentID "").
 	DeliverOrders(ctx context.Context, agentID string, received []string, limit int, now time.Time) ([]*Order, error)
 	// FinishOrder moves an order of the agent to success or failure with its
 	// result. It returns the order as stored. An order that had already
 	// finished is returned unchanged with no error (reports are
-	// idempotent); an order of another agent is ENOTFOUND.
+	// idempotent); an order of another agent is ENOTFOUND. agentID ""
+	// finishes a server order.
 	FinishOrder(ctx context.Context, agentID, orderID string, status OrderStatus, res Result, at time.Time) (*Order, error)
 	// ExpireOrders fails, with the message "timed out", every pending or
-	// sent order whose time window ended before now, and returns how many
-	// it changed. Safe to run on several nodes at once.
+	// sent order whose time window ended before now, server orders
+	// included, and returns how many it changed. Safe to run on several
+	// nodes at once.
 	ExpireOrders(ctx context.Context, now time.Time) (int, error)
+	// ClaimServerOrders moves up to limit pending server orders (AgentID
+	// "") whose time window has not ended at now to sent, oldest first,
+	// and returns them: each is returned to one caller only, so that one
+	// server node runs it. The node then reports with FinishOrder(ctx, "",
+	// …); a claimed order it never finishes times out.
+	ClaimServerOrders(ctx context.Context, limit int, now time.Time) ([]*Order, error)
 }
 
 // StateStore holds the latest state documents of agents.

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/tetherhq/tether"
 )
 
@@ -43,16 +45,18 @@ func scanOrder(s scanner) (*tether.Order, int64, error) {
 	var (
 		o                                        tether.Order
 		seq                                      int64
+		agent                                    sql.NullString
 		status                                   string
 		args, data                               []byte
 		created, sent, received, finished, tmout sql.NullInt64
 	)
-	err := s.Scan(&seq, &o.ID, &o.RequestID, &o.AgentID, &o.Action.Name, &args, &o.Action.Version,
+	err := s.Scan(&seq, &o.ID, &o.RequestID, &agent, &o.Action.Name, &args, &o.Action.Version,
 		&status, &o.Result.Code, &o.Result.Message, &data, &o.User,
 		&created, &sent, &received, &finished, &tmout, &o.Attempts)
 	if err != nil {
 		return nil, 0, err
 	}
+	o.AgentID = agent.String
 	o.Status = tether.OrderStatus(status)
 	o.Action.Args, o.Result.Data = blobVal(args), blobVal(data)
 	o.CreatedAt, o.SentAt, o.ReceivedAt = timeVal(created), timeVal(sent), timeVal(received)
@@ -82,6 +86,46 @@ func queryOrders(ctx context.Context, q queryer, query string, args ...any) ([]*
 		return nil, nil, fmt.Errorf("select orders: %w", err)
 	}
 	return os, seqs, nil
+}
+
+// agentArg stores the agent id "" of a server order as NULL.
+func agentArg(id string) any {
+	if id == "" {
+		return nil
+	}
+	return id
+}
+
+// insertOrderSQL inserts an order: ?1 to ?17 are its columns after seq, in
+// the order of orderColumns.
+const insertOrderSQL = `INSERT INTO orders (
+		id, request_id, agent_id, action_name, action_args, action_version,
+		status, result_code, result_message, result_data, user_name,
+		created_at, sent_at, received_at, finished_at, timeout_at, attempts)`
+
+const insertOrderValues = `?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17`
+
+// insertOrderArgs returns the arguments of insertOrderSQL for o.
+func insertOrderArgs(o *tether.Order) []any {
+	return []any{o.ID, o.RequestID, agentArg(o.AgentID), o.Action.Name, blobArg(o.Action.Args), o.Action.Version,
+		string(o.Status), o.Result.Code, o.Result.Message, blobArg(o.Result.Data), o.User,
+		timeArg(o.CreatedAt), timeArg(o.SentAt), timeArg(o.ReceivedAt), timeArg(o.FinishedAt),
+		timeArg(o.TimeoutAt), o.Attempts}
+}
+
+// insertRequest inserts the request; an id in use is ECONFLICT.
+func insertRequest(ctx context.Context, tx *sql.Tx, r *tether.CommandRequest) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO command_requests (`+requestColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		r.ID, string(r.Target.Type), r.Target.ID, r.Action.Name, blobArg(r.Action.Args), r.Action.Version,
+		int64(r.Timeout), r.Source, r.User, timeArg(r.CreatedAt))
+	if isUniqueViolation(err) {
+		return tether.Errorf(tether.ECONFLICT, "command %q already exists", r.ID)
+	}
+	if err != nil {
+		return fmt.Errorf("insert command: %w", err)
+	}
+	return nil
 }
 
 func getOrder(ctx context.Context, q queryer, id string) (*tether.Order, error) {
@@ -116,37 +160,23 @@ func (db *DB) CreateCommand(ctx context.Context, r *tether.CommandRequest, order
 		}
 	}
 	return db.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO command_requests (`+requestColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			r.ID, string(r.Target.Type), r.Target.ID, r.Action.Name, blobArg(r.Action.Args), r.Action.Version,
-			int64(r.Timeout), r.Source, r.User, timeArg(r.CreatedAt))
-		if isUniqueViolation(err) {
-			return tether.Errorf(tether.ECONFLICT, "command %q already exists", r.ID)
-		}
-		if err != nil {
-			return fmt.Errorf("insert command: %w", err)
+		if err := insertRequest(ctx, tx, r); err != nil {
+			return err
 		}
 		if len(orders) == 0 {
 			return nil
 		}
-		// The SELECT … WHERE EXISTS inserts nothing for an unknown agent,
-		// which tells it apart without a second statement per order.
-		stmt, err := tx.PrepareContext(ctx, `INSERT INTO orders (
-				id, request_id, agent_id, action_name, action_args, action_version,
-				status, result_code, result_message, result_data, user_name,
-				created_at, sent_at, received_at, finished_at, timeout_at, attempts)
-			SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
-			WHERE EXISTS (SELECT 1 FROM agents WHERE id = ?)`)
+		// The SELECT … WHERE inserts nothing for an unknown agent, which
+		// tells it apart without a second statement per order.
+		stmt, err := tx.PrepareContext(ctx, insertOrderSQL+` SELECT `+insertOrderValues+`
+			WHERE ?3 IS NULL OR EXISTS (SELECT 1 FROM agents WHERE id = ?3)`)
 		if err != nil {
 			return fmt.Errorf("prepare insert order: %w", err)
 		}
 		defer stmt.Close()
 		for _, o := range orders {
-			res, err := stmt.ExecContext(ctx,
-				o.ID, r.ID, o.AgentID, o.Action.Name, blobArg(o.Action.Args), o.Action.Version,
-				string(o.Status), o.Result.Code, o.Result.Message, blobArg(o.Result.Data), o.User,
-				timeArg(o.CreatedAt), timeArg(o.SentAt), timeArg(o.ReceivedAt), timeArg(o.FinishedAt),
-				timeArg(o.TimeoutAt), o.Attempts, o.AgentID)
+			o.RequestID = r.ID
+			res, err := stmt.ExecContext(ctx, insertOrderArgs(o)...)
 			if isUniqueViolation(err) {
 				return tether.Errorf(tether.ECONFLICT, "order %q already exists", o.ID)
 			}
@@ -160,10 +190,91 @@ func (db *DB) CreateCommand(ctx context.Context, r *tether.CommandRequest, order
 			if n == 0 {
 				return tether.NotFound("agent", o.AgentID)
 			}
-			o.RequestID = r.ID
 		}
 		return nil
 	})
+}
+
+// CreateGroupCommand stores the request and one order per member of the
+// group r.Target.ID, copied from tmpl, in one transaction, and returns the
+// orders in agent id order. A zero r.CreatedAt is set to the current time,
+// a zero tmpl.CreatedAt to r.CreatedAt, and an empty tmpl.Action to
+// r.Action.
+func (db *DB) CreateGroupCommand(ctx context.Context, r *tether.CommandRequest, tmpl tether.Order) ([]*tether.Order, error) {
+	if r.Target.Type != tether.TargetGroup {
+		return nil, tether.FieldError("target.type", "want %q, not %q", tether.TargetGroup, r.Target.Type)
+	}
+	if r.Target.ID == "" {
+		return nil, tether.FieldError("target.id", "missing")
+	}
+	if r.CreatedAt.IsZero() {
+		r.CreatedAt = db.now().UTC()
+	}
+	if tmpl.CreatedAt.IsZero() {
+		tmpl.CreatedAt = r.CreatedAt
+	}
+	if tmpl.Action.Name == "" {
+		tmpl.Action = r.Action
+	}
+	tmpl.RequestID, tmpl.Status = r.ID, tether.OrderPending
+	tmpl.Result, tmpl.Attempts = tether.Result{}, 0
+	tmpl.SentAt, tmpl.ReceivedAt, tmpl.FinishedAt = time.Time{}, time.Time{}, time.Time{}
+	var orders []*tether.Order
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		members, err := groupMembers(ctx, tx, r.Target.ID)
+		if err != nil {
+			return err
+		}
+		if len(members) == 0 {
+			return tether.FieldError("target.id", "group %q has no members", r.Target.ID)
+		}
+		if err := insertRequest(ctx, tx, r); err != nil {
+			return err
+		}
+		stmt, err := tx.PrepareContext(ctx, insertOrderSQL+` VALUES (`+insertOrderValues+`)`)
+		if err != nil {
+			return fmt.Errorf("prepare insert order: %w", err)
+		}
+		defer stmt.Close()
+		orders = make([]*tether.Order, len(members))
+		for i, agentID := range members {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			o := tmpl
+			o.ID, o.AgentID = uuid.NewString(), agentID
+			if _, err := stmt.ExecContext(ctx, insertOrderArgs(&o)...); err != nil {
+				return fmt.Errorf("insert order: %w", err)
+			}
+			orders[i] = &o
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return orders, nil
+}
+
+// groupMembers returns the ids of the agents in the group, in order.
+func groupMembers(ctx context.Context, q queryer, group string) ([]string, error) {
+	rows, err := q.QueryContext(ctx, `SELECT agent_id FROM agent_groups WHERE grp = ? ORDER BY agent_id`, group)
+	if err != nil {
+		return nil, fmt.Errorf("select group members: %w", err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("scan group member: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("select group members: %w", err)
+	}
+	return ids, nil
 }
 
 // Command returns the request and its orders, ordered by creation time and id.
@@ -279,26 +390,58 @@ func (db *DB) DeliverOrders(ctx context.Context, agentID string, received []stri
 		if err != nil {
 			return err
 		}
-		if len(os) == 0 {
-			return nil
-		}
-		stmt, err := tx.PrepareContext(ctx, `UPDATE orders
-			SET status = 'sent', sent_at = coalesce(sent_at, ?), attempts = attempts + 1 WHERE seq = ?`)
-		if err != nil {
-			return fmt.Errorf("prepare send order: %w", err)
-		}
-		defer stmt.Close()
-		for i, o := range os {
-			if _, err := stmt.ExecContext(ctx, at, seqs[i]); err != nil {
-				return fmt.Errorf("send order: %w", err)
-			}
-			o.Status = tether.OrderSent
-			if o.SentAt.IsZero() {
-				o.SentAt = timeVal(sql.NullInt64{Int64: at, Valid: true})
-			}
-			o.Attempts++
-		}
+		return sendOrders(ctx, tx, os, seqs, at)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return os, nil
+}
+
+// sendOrders marks the orders, read in tx with their seqs, sent at at (the
+// first time only) and counts a delivery, in the store and in os.
+func sendOrders(ctx context.Context, tx *sql.Tx, os []*tether.Order, seqs []int64, at int64) error {
+	if len(os) == 0 {
 		return nil
+	}
+	stmt, err := tx.PrepareContext(ctx, `UPDATE orders
+		SET status = 'sent', sent_at = coalesce(sent_at, ?), attempts = attempts + 1 WHERE seq = ?`)
+	if err != nil {
+		return fmt.Errorf("prepare send order: %w", err)
+	}
+	defer stmt.Close()
+	for i, o := range os {
+		if _, err := stmt.ExecContext(ctx, at, seqs[i]); err != nil {
+			return fmt.Errorf("send order: %w", err)
+		}
+		o.Status = tether.OrderSent
+		if o.SentAt.IsZero() {
+			o.SentAt = timeVal(sql.NullInt64{Int64: at, Valid: true})
+		}
+		o.Attempts++
+	}
+	return nil
+}
+
+// ClaimServerOrders moves up to limit (default 100) pending server orders
+// whose time window has not ended at now to sent, in creation order, and
+// returns them, all in one write transaction: two callers never get the
+// same order.
+func (db *DB) ClaimServerOrders(ctx context.Context, limitN int, now time.Time) ([]*tether.Order, error) {
+	at := now.UnixNano()
+	var os []*tether.Order
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		var (
+			seqs []int64
+			err  error
+		)
+		os, seqs, err = queryOrders(ctx, tx, `SELECT `+orderColumns+` FROM orders
+			WHERE agent_id IS NULL AND status = 'pending' AND (timeout_at IS NULL OR timeout_at > ?1)
+			ORDER BY created_at, seq LIMIT ?2`, at, limit(limitN))
+		if err != nil {
+			return err
+		}
+		return sendOrders(ctx, tx, os, seqs, at)
 	})
 	if err != nil {
 		return nil, err
@@ -309,6 +452,7 @@ func (db *DB) DeliverOrders(ctx context.Context, agentID string, received []stri
 // FinishOrder moves an order of the agent to success or failure with its
 // result, and returns the order as stored. An order that had already
 // finished is returned unchanged; an order of another agent is ENOTFOUND.
+// agentID "" finishes a server order.
 func (db *DB) FinishOrder(ctx context.Context, agentID, orderID string, status tether.OrderStatus, res tether.Result, at time.Time) (*tether.Order, error) {
 	if !status.Finished() {
 		return nil, tether.FieldError("status", "must be %q or %q, not %q", tether.OrderSuccess, tether.OrderFailure, status)
@@ -317,8 +461,8 @@ func (db *DB) FinishOrder(ctx context.Context, agentID, orderID string, status t
 	err := db.write(ctx, func(tx *sql.Tx) error {
 		r, err := tx.ExecContext(ctx, `UPDATE orders
 			SET status = ?, result_code = ?, result_message = ?, result_data = ?, finished_at = ?
-			WHERE id = ? AND agent_id = ? AND status IN ('pending', 'sent')`,
-			string(status), res.Code, res.Message, blobArg(res.Data), timeArg(at), orderID, agentID)
+			WHERE id = ? AND agent_id IS ? AND status IN ('pending', 'sent')`,
+			string(status), res.Code, res.Message, blobArg(res.Data), timeArg(at), orderID, agentArg(agentID))
 		if err != nil {
 			return fmt.Errorf("finish order: %w", err)
 		}

@@ -314,3 +314,83 @@ func TestMigrateFromVersion1(t *testing.T) {
 		t.Errorf("orders has %d foreign keys on agents, want none", fks)
 	}
 }
+
+// TestCreateGroupCommandRollback makes the insertion of one order in the
+// middle of a group expansion fail: nothing of the request is stored.
+func TestCreateGroupCommandRollback(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tether.db")
+	db := open(t, path)
+	ctx := t.Context()
+	now := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	var ids []string
+	for i := range 100 {
+		id := fmt.Sprintf("%08x-0000-4000-8000-000000000000", i)
+		ids = append(ids, id)
+		if err := db.RegisterAgent(ctx, &tether.Agent{ID: id, Name: "a", Groups: []string{"g"}}, "", now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw := rawDB(t, path)
+	_, err := raw.Exec(`CREATE TRIGGER fail_one BEFORE INSERT ON orders WHEN NEW.agent_id = '` + ids[50] + `'
+		BEGIN SELECT RAISE(ABORT, 'injected failure'); END`)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	r := &tether.CommandRequest{ID: "r1", Target: tether.Target{Type: tether.TargetGroup, ID: "g"},
+		Action: tether.Action{Name: "restart"}, CreatedAt: now}
+	tmpl := tether.Order{Action: r.Action, CreatedAt: now, TimeoutAt: now.Add(time.Hour)}
+	orders, err := db.CreateGroupCommand(ctx, r, tmpl)
+	if err == nil || !strings.Contains(err.Error(), "injected failure") {
+		t.Fatalf("CreateGroupCommand = %d orders, %v; want the injected failure", len(orders), err)
+	}
+	var requests, stored int
+	if err := raw.QueryRow(`SELECT (SELECT count(*) FROM command_requests), (SELECT count(*) FROM orders)`).Scan(&requests, &stored); err != nil {
+		t.Fatal(err)
+	}
+	if requests != 0 || stored != 0 {
+		t.Errorf("after a failed expansion: %d requests and %d orders stored, want none", requests, stored)
+	}
+
+	if _, err := raw.Exec(`DROP TRIGGER fail_one`); err != nil {
+		t.Fatal(err)
+	}
+	orders, err = db.CreateGroupCommand(ctx, r, tmpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(orders) != len(ids) {
+		t.Errorf("expansion after the failure: %d orders, want %d", len(orders), len(ids))
+	}
+}
+
+// BenchmarkCreateGroupCommand expands a group of 10,000 agents.
+func BenchmarkCreateGroupCommand(b *testing.B) {
+	db, err := sqlite.Open(filepath.Join(b.TempDir(), "tether.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	now := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	const members = 10000
+	for i := range members {
+		a := &tether.Agent{ID: fmt.Sprintf("%08x-0000-4000-8000-000000000000", i), Name: "a", Groups: []string{"g"}}
+		if err := db.RegisterAgent(ctx, a, "", now); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		r := &tether.CommandRequest{ID: fmt.Sprintf("r%d", i), Target: tether.Target{Type: tether.TargetGroup, ID: "g"},
+			Action: tether.Action{Name: "restart"}, CreatedAt: now}
+		orders, err := db.CreateGroupCommand(ctx, r, tether.Order{Action: r.Action, CreatedAt: now, TimeoutAt: now.Add(time.Hour)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(orders) != members {
+			b.Fatalf("%d orders, want %d", len(orders), members)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*members), "µs/order")
+}
