@@ -129,3 +129,10 @@ type CommandFilter struct {
 	// Limit caps the number returned (0: the store default, 100).
 	Limit int
 }
+
+// CancelFilter selects the orders to cancel: every order of the request
+// RequestID, or the one order OrderID (of RequestID when both are set).
+type CancelFilter struct {
+	RequestID string
+	OrderID   string
+}

@@ -93,6 +93,12 @@ type CommandStore interface {
 	// included, and returns how many it changed. Safe to run on several
 	// nodes at once.
 	ExpireOrders(ctx context.Context, now time.Time) (int, error)
+	// CancelOrders fails, with the message "cancelled" and FinishedAt at,
+	// every pending or sent order that f selects, and returns how many it
+	// changed; finished orders are left alone, so a cancel racing a
+	// sweeper or a report never changes an order twice. A request or order
+	// that does not exist is ENOTFOUND; an empty filter EINVALID.
+	CancelOrders(ctx context.Context, f CancelFilter, at time.Time) (int, error)
 	// ClaimServerOrders moves up to limit pending server orders (AgentID
 	// "") whose time window has not ended at now to sent, oldest first,
 	// and returns them: each is returned to one caller only, so that one

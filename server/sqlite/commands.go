@@ -423,6 +423,60 @@ func sendOrders(ctx context.Context, tx *sql.Tx, os []*tether.Order, seqs []int6
 	return nil
 }
 
+// CancelOrders fails every pending or sent order that f selects, with the
+// message "cancelled", in one conditional update, and returns how many it
+// changed.
+func (db *DB) CancelOrders(ctx context.Context, f tether.CancelFilter, at time.Time) (int, error) {
+	var (
+		where []string
+		args  = []any{timeArg(at)}
+	)
+	if f.RequestID != "" {
+		where = append(where, "request_id = ?")
+		args = append(args, f.RequestID)
+	}
+	if f.OrderID != "" {
+		where = append(where, "id = ?")
+		args = append(args, f.OrderID)
+	}
+	if len(where) == 0 {
+		return 0, tether.Errorf(tether.EINVALID, "name a command or an order to cancel")
+	}
+	cond := strings.Join(where, " AND ")
+	var n int64
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE orders
+			SET status = 'failure', result_code = 0, result_message = 'cancelled', result_data = NULL, finished_at = ?
+			WHERE `+cond+` AND status IN ('pending', 'sent')`, args...)
+		if err != nil {
+			return fmt.Errorf("cancel orders: %w", err)
+		}
+		if n, err = rowsAffected(res); err != nil || n > 0 {
+			return err
+		}
+		var one int
+		if f.OrderID != "" {
+			err = tx.QueryRowContext(ctx, `SELECT 1 FROM orders WHERE `+cond, args[1:]...).Scan(&one)
+			if errors.Is(err, sql.ErrNoRows) {
+				return tether.NotFound("order", f.OrderID)
+			}
+		} else {
+			err = tx.QueryRowContext(ctx, `SELECT 1 FROM command_requests WHERE id = ?`, f.RequestID).Scan(&one)
+			if errors.Is(err, sql.ErrNoRows) {
+				return tether.NotFound("command", f.RequestID)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("select cancelled: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return int(n), nil
+}
+
 // ClaimServerOrders moves up to limit (default 100) pending server orders
 // whose time window has not ended at now to sent, in creation order, and
 // returns them, all in one write transaction: two callers never get the

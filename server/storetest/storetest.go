@@ -64,6 +64,8 @@ func Run(t *testing.T, open func(t *testing.T) tether.Store) {
 		{"CreateGroupCommandLarge", testCreateGroupCommandLarge},
 		{"CreateGroupCommandAtomic", testCreateGroupCommandAtomic},
 		{"ServerOrders", testServerOrders},
+		{"CancelOrders", testCancelOrders},
+		{"CancelOrdersConcurrent", testCancelOrdersConcurrent},
 		{"ClaimServerOrdersConcurrent", testClaimServerOrdersConcurrent},
 		{"DeliverOrders", testDeliverOrders},
 		{"DeliverOrdersOrder", testDeliverOrdersOrder},
