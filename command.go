@@ -124,9 +124,39 @@ type CommandFilter struct {
 	AgentID string
 	// Status, when set, keeps requests with at least one order in it.
 	Status OrderStatus
-	// Before, when set, keeps requests created before it (pagination).
+	// Before, when set, keeps requests created before it.
 	Before time.Time
+	// Cursor, when set, continues a list where the call that returned it
+	// stopped (an opaque value, "" for the first page).
+	Cursor string
 	// Limit caps the number returned (0: the store default, 100).
+	Limit int
+}
+
+// Limits of an order list.
+const (
+	DefaultOrderLimit = 100
+	MaxOrderLimit     = 1000
+)
+
+// OrderFilter selects orders in a list. Set fields combine with AND.
+type OrderFilter struct {
+	RequestID string
+	AgentID   string
+	// Group keeps the orders of the agents that are in the group now.
+	Group  string
+	Status OrderStatus
+	// Action keeps orders of the action name.
+	Action string
+	// CreatedAfter and CreatedBefore, when set, keep orders created
+	// strictly after or before them.
+	CreatedAfter  time.Time
+	CreatedBefore time.Time
+	// Cursor, when set, continues a list where the call that returned it
+	// stopped (an opaque value, "" for the first page).
+	Cursor string
+	// Limit caps the number returned (0: DefaultOrderLimit; at most
+	// MaxOrderLimit).
 	Limit int
 }
 

@@ -73,9 +73,19 @@ type CommandStore interface {
 	// the field "target.id", and nothing is stored; so is any failure.
 	CreateGroupCommand(ctx context.Context, r *CommandRequest, tmpl Order) ([]*Order, error)
 	Command(ctx context.Context, id string) (*CommandRequest, []*Order, error)
-	Commands(ctx context.Context, f CommandFilter) ([]*CommandRequest, error)
+	// Commands lists requests, newest first (by creation time, then id),
+	// and returns the cursor of the next page ("" after the last one).
+	Commands(ctx context.Context, f CommandFilter) ([]*CommandRequest, string, error)
 	// Order returns one order.
 	Order(ctx context.Context, id string) (*Order, error)
+	// Orders lists orders by creation time, then id, and returns the
+	// cursor of the next page ("" after the last one). Paging with the
+	// cursor never skips nor repeats an order, whatever their times. A
+	// cursor that is not one is EINVALID.
+	Orders(ctx context.Context, f OrderFilter) ([]*Order, string, error)
+	// CommandCounts counts the orders of each request by status, in one
+	// query. Requests without orders (or unknown) have no entry.
+	CommandCounts(ctx context.Context, requestIDs []string) (map[string]map[OrderStatus]int, error)
 	// DeliverOrders acknowledges the receipt of the ids listed in received
 	// (orders of this agent only), then returns up to limit orders of the
 	// agent that are pending, or sent but not yet received, oldest first,

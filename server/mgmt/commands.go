@@ -50,7 +50,7 @@ func (s *Server) listCommands(w http.ResponseWriter, r *http.Request, _ *tether.
 		return err
 	}
 	f.Limit = limit
-	list, err := s.o.Store.Commands(r.Context(), f)
+	list, _, err := s.o.Store.Commands(r.Context(), f)
 	if err != nil {
 		return err
 	}

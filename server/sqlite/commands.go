@@ -302,8 +302,9 @@ func (db *DB) Command(ctx context.Context, id string) (*tether.CommandRequest, [
 	return r, os, nil
 }
 
-// Commands lists command requests, newest first.
-func (db *DB) Commands(ctx context.Context, f tether.CommandFilter) ([]*tether.CommandRequest, error) {
+// Commands lists command requests, newest first, by creation time then id,
+// and returns the cursor of the next page.
+func (db *DB) Commands(ctx context.Context, f tether.CommandFilter) ([]*tether.CommandRequest, string, error) {
 	var (
 		where []string
 		args  []any
@@ -326,29 +327,44 @@ func (db *DB) Commands(ctx context.Context, f tether.CommandFilter) ([]*tether.C
 		where = append(where, "created_at < ?")
 		args = append(args, f.Before.UnixNano())
 	}
+	if f.Cursor != "" {
+		c, err := decodeCursor(f.Cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		where = append(where, "(created_at, id) < (?, ?)")
+		args = append(args, c.at, c.id)
+	}
 	q := `SELECT ` + requestColumns + ` FROM command_requests`
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, " AND ")
 	}
+	n := limit(f.Limit)
 	q += ` ORDER BY created_at DESC, id DESC LIMIT ?`
-	args = append(args, limit(f.Limit))
+	args = append(args, n+1)
 	rows, err := db.reader.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("select commands: %w", err)
+		return nil, "", fmt.Errorf("select commands: %w", err)
 	}
 	defer rows.Close()
 	var rs []*tether.CommandRequest
 	for rows.Next() {
 		r, err := scanRequest(rows)
 		if err != nil {
-			return nil, fmt.Errorf("scan command: %w", err)
+			return nil, "", fmt.Errorf("scan command: %w", err)
 		}
 		rs = append(rs, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("select commands: %w", err)
+		return nil, "", fmt.Errorf("select commands: %w", err)
 	}
-	return rs, nil
+	next := ""
+	if len(rs) > n {
+		rs = rs[:n]
+		last := rs[n-1]
+		next = cursor{at: last.CreatedAt.UnixNano(), id: last.ID}.String()
+	}
+	return rs, next, nil
 }
 
 // Order returns one order.

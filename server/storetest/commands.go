@@ -226,11 +226,11 @@ func testCommands(t *testing.T, s tether.Store) {
 		{"before and limit", tether.CommandFilter{Before: at(3 * time.Minute), Limit: 1}, []*tether.CommandRequest{c3}},
 	}
 	for _, tt := range tests {
-		got, err := s.Commands(ctx(t), tt.filter)
+		got, _, err := s.Commands(ctx(t), tt.filter)
 		must(t, err)
 		checkStrings(t, "Commands "+tt.name, reqIDs(got), reqIDs(tt.want))
 	}
-	got, err := s.Commands(ctx(t), tether.CommandFilter{Limit: 1})
+	got, _, err := s.Commands(ctx(t), tether.CommandFilter{Limit: 1})
 	must(t, err)
 	if len(got) == 1 {
 		checkRequest(t, got[0], c4)
@@ -242,10 +242,16 @@ func testCommands(t *testing.T, s tether.Store) {
 			Action: tether.Action{Name: "noop"}, CreatedAt: at(time.Hour + time.Duration(i)*time.Second)}
 		must(t, s.CreateCommand(ctx(t), r, nil))
 	}
-	got, err = s.Commands(ctx(t), tether.CommandFilter{})
+	got, next, err := s.Commands(ctx(t), tether.CommandFilter{})
 	must(t, err)
-	if len(got) != 100 {
-		t.Errorf("Commands with the default limit = %d, want 100", len(got))
+	if len(got) != 100 || next == "" {
+		t.Errorf("Commands with the default limit = %d and cursor %q, want 100 and a cursor", len(got), next)
+	}
+	got, next, err = s.Commands(ctx(t), tether.CommandFilter{Cursor: next})
+	must(t, err)
+	checkStrings(t, "Commands after the first 100", reqIDs(got), reqIDs([]*tether.CommandRequest{c4, c3, c2, c1}))
+	if next != "" {
+		t.Errorf("cursor after the last page = %q, want none", next)
 	}
 }
 

@@ -259,6 +259,12 @@ func testCreateGroupCommandAtomic(t *testing.T, s tether.Store) {
 	t.Logf("cancelled after %d of %d context checks: %v", checks/2, checks, err)
 	_, _, err = s.Command(ctx(t), r.ID)
 	wantCode(t, err, tether.ENOTFOUND)
+	left, _, err := s.Orders(ctx(t), tether.OrderFilter{RequestID: r.ID})
+	must(t, err)
+	checkStrings(t, "orders of a cancelled expansion", ids(left), nil)
+	left, _, err = s.Orders(ctx(t), tether.OrderFilter{Group: "wet"})
+	must(t, err)
+	checkStrings(t, "orders of the group after a cancelled expansion", ids(left), nil)
 	for _, a := range []*tether.Agent{as[0], as[n/4], as[n/2], as[n-1]} {
 		got, err := s.DeliverOrders(ctx(t), a.ID, nil, 10, at(time.Minute))
 		must(t, err)

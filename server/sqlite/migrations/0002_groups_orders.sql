@@ -71,8 +71,9 @@ CREATE INDEX orders_agent_status ON orders (agent_id, status, created_at);
 CREATE INDEX orders_status_timeout ON orders (status, timeout_at);
 -- A request's orders and their counts by status.
 CREATE INDEX orders_request ON orders (request_id, created_at, id);
--- Order lists: all, and by agent.
+-- Order lists: all, by agent, by status.
 CREATE INDEX orders_created ON orders (created_at, id);
 CREATE INDEX orders_agent_created ON orders (agent_id, created_at, id);
+CREATE INDEX orders_status_created ON orders (status, created_at, id);
 -- Retention.
 CREATE INDEX orders_finished ON orders (finished_at, id);
