@@ -109,6 +109,17 @@ type CommandStore interface {
 	// sweeper or a report never changes an order twice. A request or order
 	// that does not exist is ENOTFOUND; an empty filter EINVALID.
 	CancelOrders(ctx context.Context, f CancelFilter, at time.Time) (int, error)
+	// FinishedOrders returns up to limit (0: 100) orders that finished
+	// before before, oldest finish first (then by id): the next orders
+	// that retention archives and deletes.
+	FinishedOrders(ctx context.Context, before time.Time, limit int) ([]*Order, error)
+	// DeleteOrders deletes the finished orders with the ids, in one
+	// transaction, and returns how many it deleted; unknown ids and
+	// unfinished orders are skipped.
+	DeleteOrders(ctx context.Context, ids []string) (int, error)
+	// DeleteEmptyCommands deletes the requests created before before that
+	// have no orders (left), and returns how many it deleted.
+	DeleteEmptyCommands(ctx context.Context, before time.Time) (int, error)
 	// ClaimServerOrders moves up to limit pending server orders (AgentID
 	// "") whose time window has not ended at now to sent, oldest first,
 	// and returns them: each is returned to one caller only, so that one

@@ -398,9 +398,12 @@ func (db *DB) DeliverOrders(ctx context.Context, agentID string, received []stri
 			seqs []int64
 			err  error
 		)
-		os, seqs, err = queryOrders(ctx, tx, `SELECT `+orderColumns+` FROM orders
-			WHERE agent_id = ?1
-				AND (status = 'pending' OR (status = 'sent' AND received_at IS NULL))
+		// The index on (agent_id, status) skips the agent's finished
+		// orders; without statistics SQLite would rather walk all of them
+		// in creation order.
+		os, seqs, err = queryOrders(ctx, tx, `SELECT `+orderColumns+` FROM orders INDEXED BY orders_agent_status
+			WHERE agent_id = ?1 AND status IN ('pending', 'sent')
+				AND (status = 'pending' OR received_at IS NULL)
 				AND (timeout_at IS NULL OR timeout_at > ?2)
 			ORDER BY created_at, seq LIMIT ?3`, agentID, at, limit(limitN))
 		if err != nil {

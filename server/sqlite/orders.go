@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tetherhq/tether"
 )
@@ -142,4 +143,48 @@ func (db *DB) CommandCounts(ctx context.Context, requestIDs []string) (map[strin
 		return nil, fmt.Errorf("count orders: %w", err)
 	}
 	return counts, nil
+}
+
+// FinishedOrders returns up to limit (default 100) orders that finished
+// before before, by finish time then id.
+func (db *DB) FinishedOrders(ctx context.Context, before time.Time, limitN int) ([]*tether.Order, error) {
+	// finished_at is set exactly when an order finishes; the unary + keeps
+	// SQLite on the finished_at index rather than the status one.
+	os, _, err := queryOrders(ctx, db.reader, `SELECT `+orderColumns+` FROM orders
+		WHERE finished_at < ? AND +status IN ('success', 'failure')
+		ORDER BY finished_at, id LIMIT ?`, before.UnixNano(), limit(limitN))
+	return os, err
+}
+
+// DeleteOrders deletes the finished orders with the ids in one statement,
+// and returns how many it deleted.
+func (db *DB) DeleteOrders(ctx context.Context, ids []string) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	list, err := json.Marshal(ids)
+	if err != nil {
+		return 0, fmt.Errorf("encode order ids: %w", err)
+	}
+	// The unary + keeps SQLite on the id index rather than the status one.
+	res, err := db.writer.ExecContext(ctx, `DELETE FROM orders
+		WHERE id IN (SELECT value FROM json_each(?)) AND +status IN ('success', 'failure')`, string(list))
+	if err != nil {
+		return 0, fmt.Errorf("delete orders: %w", err)
+	}
+	n, err := rowsAffected(res)
+	return int(n), err
+}
+
+// DeleteEmptyCommands deletes the requests created before before that have
+// no orders, in one statement, and returns how many it deleted.
+func (db *DB) DeleteEmptyCommands(ctx context.Context, before time.Time) (int, error) {
+	res, err := db.writer.ExecContext(ctx, `DELETE FROM command_requests
+		WHERE created_at < ? AND NOT EXISTS (SELECT 1 FROM orders WHERE request_id = command_requests.id)`,
+		before.UnixNano())
+	if err != nil {
+		return 0, fmt.Errorf("delete empty commands: %w", err)
+	}
+	n, err := rowsAffected(res)
+	return int(n), err
 }

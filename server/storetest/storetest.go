@@ -70,6 +70,8 @@ func Run(t *testing.T, open func(t *testing.T) tether.Store) {
 		{"OrdersPagination", testOrdersPagination},
 		{"CommandsPagination", testCommandsPagination},
 		{"CommandCounts", testCommandCounts},
+		{"Retention", testRetention},
+		{"RetentionLoop", testRetentionLoop},
 		{"CancelOrdersConcurrent", testCancelOrdersConcurrent},
 		{"ClaimServerOrdersConcurrent", testClaimServerOrdersConcurrent},
 		{"DeliverOrders", testDeliverOrders},
