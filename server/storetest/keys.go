@@ -116,6 +116,23 @@ func testConcurrentWrites(t *testing.T, s tether.Store) {
 						return err
 					},
 					func() error { _, err := s.ExpireOrders(ctx(t), now); return err },
+					func() error { return s.SetAgentGroups(ctx(t), a.ID, []string{"g-" + a.Name, "all"}) },
+					func() error {
+						r, tmpl := groupRequest("g-"+a.Name, now, time.Hour)
+						orders, err := s.CreateGroupCommand(ctx(t), r, tmpl)
+						if err != nil {
+							return err
+						}
+						if len(orders) != 1 {
+							return fmt.Errorf("group command: %d orders, want 1", len(orders))
+						}
+						_, err = s.CancelOrders(ctx(t), tether.CancelFilter{RequestID: r.ID}, now)
+						return err
+					},
+					func() error {
+						_, _, err := s.Orders(ctx(t), tether.OrderFilter{Group: "all", Limit: 10})
+						return err
+					},
 					func() error {
 						again := *a
 						return s.RegisterAgent(ctx(t), &again, "", now)
