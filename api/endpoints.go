@@ -22,9 +22,14 @@ func OrderFinished(status string) bool {
 	return status == StatusSuccess || status == StatusFailure
 }
 
-// Finished reports whether every order of c reached a final status. A
-// command without orders is not finished.
+// Finished reports whether every order of c reached a final status, from
+// the server's counts when it sent them. A command without orders is not
+// finished.
 func (c *Command) Finished() bool {
+	if c.Counts != nil {
+		finished, _, _ := c.Tally()
+		return c.Total > 0 && finished == c.Total
+	}
 	if len(c.Orders) == 0 {
 		return false
 	}
@@ -36,8 +41,13 @@ func (c *Command) Finished() bool {
 	return true
 }
 
-// Counts returns how many of c's orders finished, succeeded and failed.
-func (c *Command) Counts() (finished, success, failure int) {
+// Tally returns how many of c's orders finished, succeeded and failed, from
+// the server's counts when it sent them, else from the orders listed.
+func (c *Command) Tally() (finished, success, failure int) {
+	if c.Counts != nil {
+		success, failure = c.Counts[StatusSuccess], c.Counts[StatusFailure]
+		return success + failure, success, failure
+	}
 	for _, o := range c.Orders {
 		switch o.Status {
 		case StatusSuccess:
@@ -241,7 +251,7 @@ type WaitError struct {
 }
 
 func (e *WaitError) Error() string {
-	f, _, _ := e.Command.Counts()
+	f, _, _ := e.Command.Tally()
 	return "wait for command " + e.Command.ID + ": " + strconv.Itoa(f) + "/" +
 		strconv.Itoa(len(e.Command.Orders)) + " orders finished: " + e.Err.Error()
 }

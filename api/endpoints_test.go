@@ -189,7 +189,7 @@ func TestWaitCommand(t *testing.T) {
 	if seen != 3 || polls.Load() != 3 {
 		t.Errorf("progress called %d times, %d polls; want 3", seen, polls.Load())
 	}
-	if f, s, fl := cmd.Counts(); f != 2 || s != 1 || fl != 1 {
+	if f, s, fl := cmd.Tally(); f != 2 || s != 1 || fl != 1 {
 		t.Errorf("counts = %d %d %d", f, s, fl)
 	}
 }

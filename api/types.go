@@ -121,9 +121,10 @@ type StateList struct {
 
 // Target is what a command is aimed at.
 type Target struct {
-	// Type is agent (the only type this version accepts).
+	// Type is agent, group or server.
 	Type string `json:"type"`
-	ID   string `json:"id"`
+	// ID is the agent id or the group name; empty for server.
+	ID string `json:"id"`
 }
 
 // Action is what a command asks for.
@@ -152,8 +153,9 @@ type Result struct {
 
 // Order is one command's work for one agent.
 type Order struct {
-	OrderID    string     `json:"order_id"`
-	RequestID  string     `json:"request_id"`
+	OrderID   string `json:"order_id"`
+	RequestID string `json:"request_id"`
+	// AgentID is empty for an order a server node executes.
 	AgentID    string     `json:"agent_id"`
 	Action     Action     `json:"action"`
 	Status     string     `json:"status"`
@@ -177,13 +179,19 @@ type Command struct {
 	// Status summarises the orders: pending, sent, success, failure (any
 	// failed once all finished).
 	Status string `json:"status"`
-	// Orders is set by create and show; list leaves it out.
+	// Total is the number of orders; Counts the number in each status.
+	Total  int            `json:"total"`
+	Counts map[string]int `json:"counts"`
+	// Orders is set by create and show (up to 1000; list the rest with
+	// GET /api/v1/orders?request=ID); list leaves it out.
 	Orders []Order `json:"orders,omitempty"`
 }
 
 // CommandList is the answer of GET /api/v1/commands.
 type CommandList struct {
 	Items []Command `json:"items"`
+	// Next, when set, is the cursor of the next page.
+	Next string `json:"next,omitempty"`
 }
 
 // Health is the answer of /healthz and /readyz.
@@ -191,4 +199,91 @@ type Health struct {
 	Status string `json:"status"`
 	// Checks maps each check to "ok" or its failure.
 	Checks map[string]string `json:"checks,omitempty"`
+}
+
+// Group is a named set of agents with a centralized configuration.
+type Group struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	// Config is the group's configuration as YAML, as it was written.
+	Config string `json:"config"`
+	// Version is a hash of the configuration; it changes when it does.
+	Version   string    `json:"version"`
+	Members   int       `json:"members"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// GroupList is the answer of GET /api/v1/groups.
+type GroupList struct {
+	Items []Group `json:"items"`
+}
+
+// CreateGroupRequest is the body of POST /api/v1/groups.
+type CreateGroupRequest struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	// Config is a YAML mapping (optional).
+	Config string `json:"config,omitempty"`
+}
+
+// UpdateGroupRequest is the body of PATCH /api/v1/groups/{name}; absent
+// fields are left as they are.
+type UpdateGroupRequest struct {
+	Description *string `json:"description,omitempty"`
+	Config      *string `json:"config,omitempty"`
+}
+
+// SetAgentGroupsRequest is the body of PUT /api/v1/agents/{id}/groups.
+type SetAgentGroupsRequest struct {
+	Groups []string `json:"groups"`
+}
+
+// OrderList is the answer of GET /api/v1/orders.
+type OrderList struct {
+	Items []Order `json:"items"`
+	// Next, when set, is the cursor of the next page.
+	Next string `json:"next,omitempty"`
+}
+
+// CancelResponse is the answer of a cancel.
+type CancelResponse struct {
+	// Cancelled is how many orders were not finished and now failed
+	// "cancelled".
+	Cancelled int `json:"cancelled"`
+}
+
+// Progress is one event of GET /api/v1/commands/{id}/progress (a
+// Server-Sent Events stream): the request's order counts.
+type Progress struct {
+	RequestID string `json:"request_id"`
+	Total     int    `json:"total"`
+	Pending   int    `json:"pending"`
+	Sent      int    `json:"sent"`
+	Success   int    `json:"success"`
+	Failure   int    `json:"failure"`
+	// Done is true once every order finished; it is the last event.
+	Done bool `json:"done"`
+}
+
+// Action describes a built-in action (GET /api/v1/actions).
+type ActionSpec struct {
+	Name string `json:"name"`
+	// Target is "agent" or "server".
+	Target string    `json:"target"`
+	Doc    string    `json:"doc"`
+	Args   []ArgSpec `json:"args"`
+}
+
+// ArgSpec describes one argument of a built-in action.
+type ArgSpec struct {
+	Name     string `json:"name"`
+	Type     string `json:"type"`
+	Required bool   `json:"required"`
+	Doc      string `json:"doc"`
+}
+
+// ActionList is the answer of GET /api/v1/actions.
+type ActionList struct {
+	Items []ActionSpec `json:"items"`
 }

@@ -95,8 +95,12 @@ status and result.`,
 		}
 		bar := newProgress(a.stderr)
 		cmdDone, err := c.WaitCommand(ctx, created.ID, interval, func(cur *api.Command) {
-			finished, success, failure := cur.Counts()
-			bar.update(finished, len(cur.Orders), success, failure)
+			finished, success, failure := cur.Tally()
+			total := cur.Total
+			if total == 0 {
+				total = len(cur.Orders)
+			}
+			bar.update(finished, total, success, failure)
 		})
 		bar.done()
 		if err != nil {
@@ -117,7 +121,7 @@ status and result.`,
 
 // failedOrders returns an exit-3 error when some order of c failed.
 func failedOrders(c *api.Command) error {
-	_, _, failure := c.Counts()
+	_, _, failure := c.Tally()
 	if failure == 0 {
 		return nil
 	}

@@ -91,6 +91,11 @@ func commandJSON(cr *tether.CommandRequest, orders []*tether.Order, withOrders b
 		User:      cr.User,
 		CreatedAt: cr.CreatedAt.UTC(),
 		Status:    summarize(orders),
+		Total:     len(orders),
+		Counts:    map[string]int{},
+	}
+	for _, o := range orders {
+		out.Counts[string(o.Status)]++
 	}
 	if withOrders {
 		out.Orders = make([]api.Order, 0, len(orders))
