@@ -57,28 +57,44 @@ func (m *Manager) Create(ctx context.Context, n New) (*tether.CommandRequest, []
 		ID: uuid.NewString(), Target: n.Target, Action: n.Action, Timeout: n.Timeout,
 		Source: n.Source, User: n.User, CreatedAt: now,
 	}
-	var agentIDs []string
+	tmpl := tether.Order{
+		RequestID: req.ID, Action: n.Action, Status: tether.OrderPending, User: n.User,
+		CreatedAt: now, TimeoutAt: now.Add(n.Timeout),
+	}
+	var orders []*tether.Order
 	switch n.Target.Type {
 	case tether.TargetAgent:
-		a, err := m.Store.Agent(ctx, n.Target.ID)
-		if tether.ErrorCode(err) == tether.ENOTFOUND {
+		if _, err := m.Store.Agent(ctx, n.Target.ID); tether.ErrorCode(err) == tether.ENOTFOUND {
 			return nil, nil, tether.FieldError("target.id", "no agent %q", n.Target.ID)
 		} else if err != nil {
 			return nil, nil, err
 		}
-		agentIDs = []string{a.ID}
-	default:
-		return nil, nil, tether.FieldError("target.type", "%q targets are not supported by this server version; use \"agent\"", n.Target.Type)
-	}
-	orders := make([]*tether.Order, len(agentIDs))
-	for i, id := range agentIDs {
-		orders[i] = &tether.Order{
-			ID: uuid.NewString(), RequestID: req.ID, AgentID: id, Action: n.Action,
-			Status: tether.OrderPending, User: n.User, CreatedAt: now, TimeoutAt: now.Add(n.Timeout),
+		o := tmpl
+		o.ID, o.AgentID = uuid.NewString(), n.Target.ID
+		orders = []*tether.Order{&o}
+		if err := m.Store.CreateCommand(ctx, req, orders); err != nil {
+			return nil, nil, err
+		}
+	case tether.TargetServer:
+		// One order with no agent: a server node claims and runs it.
+		o := tmpl
+		o.ID = uuid.NewString()
+		orders = []*tether.Order{&o}
+		if err := m.Store.CreateCommand(ctx, req, orders); err != nil {
+			return nil, nil, err
+		}
+	case tether.TargetGroup:
+		var err error
+		// Expanded to the members at this moment, in one transaction.
+		if orders, err = m.Store.CreateGroupCommand(ctx, req, tmpl); err != nil {
+			return nil, nil, err
 		}
 	}
-	if err := m.Store.CreateCommand(ctx, req, orders); err != nil {
-		return nil, nil, err
+	agentIDs := make([]string, 0, len(orders))
+	for _, o := range orders {
+		if o.AgentID != "" {
+			agentIDs = append(agentIDs, o.AgentID)
+		}
 	}
 	m.Notifier.Notify(agentIDs...)
 	m.Metrics.OrderCreated(n.Action.Name, string(n.Target.Type), len(orders))
@@ -100,8 +116,19 @@ func validate(n *New) error {
 	default:
 		return tether.FieldError("target.type", "%q is not one of agent, group, server", n.Target.Type)
 	}
-	if n.Target.Type == tether.TargetAgent && !tether.ValidID(n.Target.ID) {
-		return tether.FieldError("target.id", "want an agent id (a lowercase UUID)")
+	switch n.Target.Type {
+	case tether.TargetAgent:
+		if !tether.ValidID(n.Target.ID) {
+			return tether.FieldError("target.id", "want an agent id (a lowercase UUID)")
+		}
+	case tether.TargetGroup:
+		if err := tether.ValidateGroups("target.id", []string{n.Target.ID}); err != nil {
+			return err
+		}
+	case tether.TargetServer:
+		if n.Target.ID != "" {
+			return tether.FieldError("target.id", "leave empty for a server target")
+		}
 	}
 	if !actionNameRE.MatchString(n.Action.Name) {
 		return tether.FieldError("action.name", "want 1 to 64 characters of a-z, 0-9, '.', '_', '-'")
@@ -130,6 +157,17 @@ func validate(n *New) error {
 		return tether.FieldError("timeout", "%s is outside the allowed range %s to %s", n.Timeout, MinTimeout, MaxTimeout)
 	}
 	return nil
+}
+
+// Cancel fails every unfinished order of a request (or one order) with
+// "cancelled" and returns how many orders changed. A result an agent
+// reports later for a cancelled order is acknowledged and ignored.
+func (m *Manager) Cancel(ctx context.Context, f tether.CancelFilter) (int, error) {
+	n, err := m.Store.CancelOrders(ctx, f, m.now())
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // RunSweeper fails orders past their time window every interval until ctx

@@ -158,3 +158,51 @@ func TestBuiltinActionArguments(t *testing.T) {
 		}
 	}
 }
+
+func TestGroupAndServerTargets(t *testing.T) {
+	m, db, first := setup(t)
+	ctx := context.Background()
+	members := []string{first}
+	for i := 0; i < 2; i++ {
+		id := uuid.NewString()
+		if err := db.RegisterAgent(ctx, &tether.Agent{ID: id, Name: "b", KeyHash: make([]byte, 32)}, "", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		members = append(members, id)
+	}
+	for _, id := range members {
+		if err := db.SetAgentGroups(ctx, id, []string{"web"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wake, release := m.Notifier.Subscribe(members[2])
+	defer release()
+	_, orders, err := m.Create(ctx, command.New{Target: tether.Target{Type: tether.TargetGroup, ID: "web"}, Action: tether.Action{Name: "restart"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(orders) != 3 {
+		t.Fatalf("group of 3: %d orders", len(orders))
+	}
+	select {
+	case <-wake:
+	default:
+		t.Fatal("a member's poll was not woken")
+	}
+	_, _, err = m.Create(ctx, command.New{Target: tether.Target{Type: tether.TargetGroup, ID: "empty"}, Action: tether.Action{Name: "restart"}})
+	if e, ok := err.(*tether.Error); !ok || e.Field != "target.id" {
+		t.Fatalf("empty group: %v", err)
+	}
+	req, orders, err := m.Create(ctx, command.New{Target: tether.Target{Type: tether.TargetServer}, Action: tether.Action{Name: "reload-config"}})
+	if err != nil || len(orders) != 1 || orders[0].AgentID != "" {
+		t.Fatalf("server target: %v %+v", err, orders)
+	}
+	claimed, err := db.ClaimServerOrders(ctx, 10, time.Now())
+	if err != nil || len(claimed) != 1 || claimed[0].RequestID != req.ID {
+		t.Fatalf("server order not claimable: %v %+v", err, claimed)
+	}
+	n, err := m.Cancel(ctx, tether.CancelFilter{RequestID: orders[0].RequestID})
+	if err != nil || n != 1 {
+		t.Fatalf("cancel: %d %v", n, err)
+	}
+}

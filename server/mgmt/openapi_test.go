@@ -327,7 +327,7 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 		{call{method: "POST", path: "/api/v1/commands", token: operator, want: 400,
 			body: api.CreateCommandRequest{Target: api.Target{Type: "agent", ID: uuid.NewString()}, Action: api.Action{Name: "restart"}}}, "invalid", "target.id"},
 		{call{method: "POST", path: "/api/v1/commands", token: operator, want: 400,
-			body: api.CreateCommandRequest{Target: api.Target{Type: "group", ID: "web"}, Action: api.Action{Name: "restart"}}}, "invalid", "target.type"},
+			body: api.CreateCommandRequest{Target: api.Target{Type: "server", ID: "web"}, Action: api.Action{Name: "reload-config"}}}, "invalid", "target.id"},
 		{call{method: "POST", path: "/api/v1/commands", token: operator, want: 400,
 			body: api.CreateCommandRequest{Target: api.Target{Type: "agent", ID: agent1}, Action: api.Action{Name: "restart"}, Timeout: "48h"}}, "invalid", "timeout"},
 		{call{method: "POST", path: "/api/v1/commands", token: operator, want: 400, invalid: true,
