@@ -118,6 +118,7 @@ func (f *serverFlags) config() (Config, error) {
 		if err := readConfigFile(&cfg, f.configFile); err != nil {
 			return cfg, err
 		}
+		cfg.path = f.configFile
 	}
 	for _, o := range []struct {
 		flag string
@@ -132,9 +133,13 @@ func (f *serverFlags) config() (Config, error) {
 	return cfg, cfg.validate()
 }
 
-func newLogger(cfg Config, w io.Writer) *slog.Logger {
+// newLogger returns the node's logger. Its level lives in cfg.level, so
+// reload-config can change it while running.
+func newLogger(cfg *Config, w io.Writer) *slog.Logger {
 	level, _ := parseLevel(cfg.LogLevel)
-	opts := &slog.HandlerOptions{Level: level}
+	cfg.level = new(slog.LevelVar)
+	cfg.level.Set(level)
+	opts := &slog.HandlerOptions{Level: cfg.level}
 	if cfg.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
@@ -164,7 +169,7 @@ Configuration comes from defaults, then --config FILE (YAML), then flags.`,
 			if err != nil {
 				return err
 			}
-			log := newLogger(cfg, stderr)
+			log := newLogger(&cfg, stderr)
 			node, err := startNode(cmd.Context(), cfg, log)
 			if err != nil {
 				return err

@@ -48,6 +48,16 @@ type Config struct {
 	// LogLevel is debug, info, warn or error; LogFormat text or json.
 	LogLevel  string `yaml:"log_level"`
 	LogFormat string `yaml:"log_format"`
+	// OrderRetention is how long finished orders stay readable before they
+	// are written to the event sinks and deleted; RetentionInterval how
+	// often that runs.
+	OrderRetention    Duration `yaml:"order_retention"`
+	RetentionInterval Duration `yaml:"retention_interval"`
+
+	// path is the configuration file read, for reload-config.
+	path string
+	// level is the running logger's level, for reload-config.
+	level *slog.LevelVar
 }
 
 // TLSConfig points at an operator's own PKI.
@@ -93,6 +103,9 @@ func defaultConfig() Config {
 		Events:        EventsConfig{MaxFileBytes: 64 << 20},
 		LogLevel:      "info",
 		LogFormat:     "text",
+
+		OrderRetention:    Duration(7 * 24 * time.Hour),
+		RetentionInterval: Duration(time.Minute),
 	}
 }
 
@@ -174,6 +187,10 @@ func (c *Config) validate() error {
 		return errors.New("token_ttl: between 1m and 24h")
 	case c.SweepInterval <= 0:
 		return errors.New("sweep_interval: must be a positive duration")
+	case c.OrderRetention < Duration(time.Minute):
+		return errors.New("order_retention: at least 1m")
+	case c.RetentionInterval <= 0:
+		return errors.New("retention_interval: must be a positive duration")
 	case (c.TLS.CertFile == "") != (c.TLS.KeyFile == ""):
 		return errors.New("tls.cert_file, tls.key_file: set both or neither")
 	case c.TLS.CertFile != "" && c.TLS.CAFile == "":

@@ -52,7 +52,7 @@ The URLs, the admin token and tetherctl commands to try are printed at start.`,
 				return err
 			}
 			cfg.DataDir = filepath.Join(f.dataDir, "server")
-			log := newLogger(cfg, stderr)
+			log := newLogger(&cfg, stderr)
 			node, err := startNode(ctx, cfg, log.With("component", "server"))
 			if err != nil {
 				return err

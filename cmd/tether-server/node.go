@@ -132,6 +132,11 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 	n.cancel = cancel
 	n.goBackground(func() { command.RunSweeper(bg, n.store, time.Duration(cfg.SweepInterval), log, mx) })
 	n.goBackground(func() { seen.Run(bg, 5*time.Second) })
+	runner := &command.ServerRunner{Store: n.store, Handlers: n.serverHandlers(), Log: log.With("component", "server-orders"), Metrics: mx}
+	n.goBackground(func() { runner.Run(bg) })
+	archiver := &command.Archiver{Store: n.store, Sinks: []tether.Sink{n.sink}, Retention: time.Duration(cfg.OrderRetention),
+		Interval: time.Duration(cfg.RetentionInterval), Log: log.With("component", "retention")}
+	n.goBackground(func() { archiver.Run(bg) })
 
 	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{tlsCert}}
 	n.serve(commsLn, svc.Handler(), tlsConf, "comms")

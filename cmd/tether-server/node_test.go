@@ -532,3 +532,76 @@ func TestDeliveryReceiptsResultsAndMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestServerCommands runs the server actions through the management API:
+// rotate-signing-key keeps old tokens valid; reload-config applies log_level.
+func TestServerCommands(t *testing.T) {
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "server.yaml")
+	if err := os.WriteFile(cfgFile, []byte("log_level: info\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := serverFlags{configFile: cfgFile, dataDir: filepath.Join(dir, "data"), commsAddr: "127.0.0.1:0", apiAddr: "127.0.0.1:0"}
+	cfg, err := f.config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := newLogger(&cfg, io.Discard)
+	n, err := startNode(context.Background(), cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		n.Shutdown(ctx)
+	})
+	id, key := enrollRaw(t, n)
+	hc := httpsClient(t, n)
+	_, out := connectJSON(t, hc, n, "Authenticate", "", `{"agentId":"`+id+`","agentKey":"`+key+`"}`)
+	oldJWT := out["token"].(string)
+
+	ctx := context.Background()
+	c := adminClient(t, n)
+	run := func(action string) *api.Command {
+		t.Helper()
+		created, err := c.CreateCommand(ctx, api.CreateCommandRequest{Target: api.Target{Type: "server"}, Action: api.Action{Name: action}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			cmd, err := c.GetCommand(ctx, created.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cmd.Status == "success" || cmd.Status == "failure" {
+				return cmd
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s did not finish: %+v", action, cmd)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	cmd := run("rotate-signing-key")
+	if cmd.Status != "success" || !strings.Contains(string(cmd.Orders[0].Result.Data), "kid") {
+		t.Fatalf("rotate-signing-key: %+v", cmd.Orders[0])
+	}
+	if st, out := connectJSON(t, hc, n, "GetConfig", oldJWT, `{}`); st != 200 {
+		t.Fatalf("a token signed before the rotation was refused: %d %v", st, out)
+	}
+	_, out = connectJSON(t, hc, n, "Authenticate", "", `{"agentId":"`+id+`","agentKey":"`+key+`"}`)
+	if newJWT := out["token"].(string); strings.Split(newJWT, ".")[0] == strings.Split(oldJWT, ".")[0] {
+		t.Fatal("new tokens still carry the old kid")
+	}
+
+	if err := os.WriteFile(cfgFile, []byte("log_level: debug\npoll_wait: 10s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd = run("reload-config")
+	if cmd.Status != "success" || !strings.Contains(cmd.Orders[0].Result.Message, "log_level") ||
+		!strings.Contains(cmd.Orders[0].Result.Message, "poll_wait") || !log.Enabled(ctx, slog.LevelDebug) {
+		t.Fatalf("reload-config: %+v (debug enabled: %v)", cmd.Orders[0].Result, log.Enabled(ctx, slog.LevelDebug))
+	}
+}
