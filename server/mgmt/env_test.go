@@ -32,7 +32,9 @@ var commsURLs = []string{"https://tether.example:7443"}
 type env struct {
 	store    *sqlite.DB
 	presence *presence.Tracker
-	srv      *httptest.Server
+	// hub is the notifier: subscribe to see an agent's long-polls woken.
+	hub *notify.Hub
+	srv *httptest.Server
 	// tokens holds a bearer token of each role.
 	tokens map[tether.Role]string
 }
@@ -67,7 +69,7 @@ func newEnvWith(t testing.TB, edit func(*mgmt.Options)) *env {
 	}
 	srv := httptest.NewServer(mgmt.New(o))
 	t.Cleanup(srv.Close)
-	e := &env{store: db, presence: pres, srv: srv, tokens: map[tether.Role]string{}}
+	e := &env{store: db, presence: pres, hub: hub, srv: srv, tokens: map[tether.Role]string{}}
 	for _, r := range tether.Roles {
 		e.tokens[r] = e.newToken(t, r, nil)
 	}

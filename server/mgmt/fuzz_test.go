@@ -8,7 +8,7 @@ import (
 	"github.com/tetherhq/tether"
 )
 
-// FuzzRequestBodies sends arbitrary bytes as the body of every POST route,
+// FuzzRequestBodies sends arbitrary bytes as the body of the POST routes,
 // with a token allowed to call it: the answer must be a JSON error or a
 // success, never a 500 or a panic.
 func FuzzRequestBodies(f *testing.F) {
@@ -16,11 +16,13 @@ func FuzzRequestBodies(f *testing.F) {
 	f.Add(`{"id":"0b6f3c5e-4a0e-4c7e-9a51-8f0d2f6f1f2a","hostname":"h"}`)
 	f.Add(`{"target":{"type":"agent","id":"x"},"action":{"name":"restart","args":{"a":1}},"timeout":"5m"}`)
 	f.Add(`{"groups":[1]}`)
+	f.Add(`{"name":"web","description":"d","config":"a: {b: [1, 2]}\n"}`)
+	f.Add(`{"name":"web","config":"? [1]\n: x\n"}`)
 	f.Add(`{`)
 	e := newEnvWith(f, nil)
 	h := e.srv.Config.Handler
 	f.Fuzz(func(t *testing.T, body string) {
-		for _, path := range []string{"/api/v1/enrollment-tokens", "/api/v1/agents", "/api/v1/commands"} {
+		for _, path := range []string{"/api/v1/enrollment-tokens", "/api/v1/agents", "/api/v1/commands", "/api/v1/groups"} {
 			req := httptest.NewRequest("POST", path, strings.NewReader(body))
 			req.Header.Set("Authorization", "Bearer "+e.tokens[tether.RoleAdmin])
 			w := httptest.NewRecorder()

@@ -343,6 +343,8 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 		})
 	}
 
+	exerciseGroups(t, c, agent1, agent2)
+
 	// Revoke the enrollment token: it enrolls no more.
 	c.do(t, call{method: "DELETE", path: "/api/v1/enrollment-tokens/" + enroll.ID, token: operator, want: 204})
 	c.do(t, call{method: "DELETE", path: "/api/v1/enrollment-tokens/" + enroll.ID, token: admin, want: 204})
@@ -508,6 +510,7 @@ func TestOpenAPISchemasMatchAPITypes(t *testing.T) {
 		api.RegisterAgentRequest{}, api.RegisterAgentResponse{}, api.Agent{}, api.AgentList{},
 		api.EnrollmentTokenList{}, api.StateEntry{}, api.StateList{}, api.Target{}, api.Action{},
 		api.CreateCommandRequest{}, api.Result{}, api.Order{}, api.Command{}, api.CommandList{}, api.Health{},
+		api.Group{}, api.GroupList{}, api.CreateGroupRequest{}, api.UpdateGroupRequest{}, api.SetAgentGroupsRequest{},
 	}
 	timeType, rawType := reflect.TypeFor[time.Time](), reflect.TypeFor[json.RawMessage]()
 	for _, v := range types {
@@ -554,6 +557,8 @@ func TestOpenAPISchemasMatchAPITypes(t *testing.T) {
 				want = "string"
 			case ft.Kind() == reflect.Int:
 				want = "integer"
+			case ft.Kind() == reflect.Bool:
+				want = "boolean"
 			case ft.Kind() == reflect.Slice:
 				want = "array"
 			case ft.Kind() == reflect.Map, ft.Kind() == reflect.Struct:
@@ -590,4 +595,109 @@ func schemaType(s *openapi3.Schema) string {
 		}
 	}
 	return ""
+}
+
+// exerciseGroups runs the groups part of the scenario: agent1 is already in
+// the group web (its enrollment token's). It leaves the group web with three
+// members, agent1, agent2 and a third agent, and returns them.
+func exerciseGroups(t *testing.T, c *checker, agent1, agent2 string) []string {
+	t.Helper()
+	admin, operator, viewer, registrar := c.e.tokens[tether.RoleAdmin], c.e.tokens[tether.RoleOperator],
+		c.e.tokens[tether.RoleViewer], c.e.tokens[tether.RoleRegistrar]
+
+	var web, db api.Group
+	decodeInto(t, c.do(t, call{method: "POST", path: "/api/v1/groups", token: operator, want: 201,
+		body: api.CreateGroupRequest{Name: "web", Description: "front ends", Config: "log:\n  level: info\n"}}), &web)
+	if web.Name != "web" || web.Members != 1 || web.Config != "log:\n  level: info\n" || len(web.Version) != 16 {
+		t.Errorf("created group %+v; want web with 1 member, its config and a version", web)
+	}
+	decodeInto(t, c.do(t, call{method: "POST", path: "/api/v1/groups", token: admin, want: 201,
+		body: api.CreateGroupRequest{Name: "db"}}), &db)
+	if db.Members != 0 || db.Config != "" || db.Version == web.Version {
+		t.Errorf("created group %+v", db)
+	}
+	var groups api.GroupList
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/groups", token: viewer, want: 200}), &groups)
+	if len(groups.Items) != 2 || groups.Items[0].Name != "db" || groups.Items[1].Name != "web" {
+		t.Errorf("groups: %+v; want db and web", groups)
+	}
+	var got api.Group
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/groups/web", token: viewer, want: 200}), &got)
+	if got != web {
+		t.Errorf("shown %+v, created %+v", got, web)
+	}
+	// A new description keeps the version; a new configuration changes it.
+	desc, cfg := "web front ends", "log: {level: debug}\n"
+	decodeInto(t, c.do(t, call{method: "PATCH", path: "/api/v1/groups/web", token: operator, want: 200,
+		body: api.UpdateGroupRequest{Description: &desc}}), &got)
+	if got.Description != desc || got.Version != web.Version || got.Config != web.Config {
+		t.Errorf("after a description change: %+v", got)
+	}
+	decodeInto(t, c.do(t, call{method: "PATCH", path: "/api/v1/groups/web", token: operator, want: 200,
+		body: api.UpdateGroupRequest{Config: &cfg}}), &got)
+	if got.Description != desc || got.Version == web.Version || got.Config != cfg {
+		t.Errorf("after a config change: %+v", got)
+	}
+
+	// Membership.
+	agent3 := uuid.NewString()
+	c.do(t, call{method: "POST", path: "/api/v1/agents", token: admin, want: 201,
+		body: api.RegisterAgentRequest{ID: agent3, Name: "web-3"}})
+	var a api.Agent
+	decodeInto(t, c.do(t, call{method: "PUT", path: "/api/v1/agents/" + agent2 + "/groups", token: operator, want: 200,
+		body: api.SetAgentGroupsRequest{Groups: []string{"web", "db"}}}), &a)
+	if a.ID != agent2 || !slices.Equal(a.Groups, []string{"web", "db"}) {
+		t.Errorf("agent2 after set groups: %+v", a)
+	}
+	decodeInto(t, c.do(t, call{method: "PUT", path: "/api/v1/agents/" + agent3 + "/groups", token: admin, want: 200,
+		body: api.SetAgentGroupsRequest{Groups: []string{"db", "web"}}}), &a)
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/groups/web", token: viewer, want: 200}), &got)
+	if got.Members != 3 {
+		t.Errorf("web has %d members, want 3", got.Members)
+	}
+	// Deleting db leaves the agents in web only.
+	c.do(t, call{method: "DELETE", path: "/api/v1/groups/db", token: operator, want: 204})
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/agents/" + agent3, token: viewer, want: 200}), &a)
+	if !slices.Equal(a.Groups, []string{"web"}) {
+		t.Errorf("agent3 after deleting db: groups %v, want [web]", a.Groups)
+	}
+
+	errCases := []struct {
+		call
+		code, field string
+	}{
+		{call{method: "POST", path: "/api/v1/groups", token: operator, want: 409, body: api.CreateGroupRequest{Name: "web"}}, "conflict", ""},
+		{call{method: "POST", path: "/api/v1/groups", token: operator, want: 400, body: api.CreateGroupRequest{Name: "x", Config: "- a\n- b\n"}}, "invalid", "config"},
+		{call{method: "POST", path: "/api/v1/groups", token: operator, want: 400, body: api.CreateGroupRequest{Name: "x", Config: "a: 1\n2: two\n"}}, "invalid", "config"},
+		{call{method: "POST", path: "/api/v1/groups", token: operator, want: 400, body: api.CreateGroupRequest{Name: "x", Config: "a: [1\n"}}, "invalid", "config"},
+		{call{method: "POST", path: "/api/v1/groups", token: operator, want: 400, invalid: true, body: api.CreateGroupRequest{Name: "a b"}}, "invalid", "name"},
+		{call{method: "POST", path: "/api/v1/groups", token: operator, want: 400, invalid: true, body: `{"name":"x","members":3}`}, "invalid", "members"},
+		{call{method: "POST", path: "/api/v1/groups", token: viewer, want: 403, body: api.CreateGroupRequest{Name: "x"}}, "forbidden", ""},
+		{call{method: "GET", path: "/api/v1/groups", token: registrar, want: 403}, "forbidden", ""},
+		{call{method: "GET", path: "/api/v1/groups/nope", token: viewer, want: 404}, "not_found", ""},
+		{call{method: "GET", path: "/api/v1/groups/no!pe", token: viewer, want: 400, invalid: true}, "invalid", "name"},
+		{call{method: "PATCH", path: "/api/v1/groups/nope", token: operator, want: 404, body: api.UpdateGroupRequest{Description: &desc}}, "not_found", ""},
+		{call{method: "PATCH", path: "/api/v1/groups/web", token: operator, want: 400, body: `{"config":"not: [a mapping"}`}, "invalid", "config"},
+		{call{method: "PATCH", path: "/api/v1/groups/web", token: viewer, want: 403, body: api.UpdateGroupRequest{Description: &desc}}, "forbidden", ""},
+		{call{method: "DELETE", path: "/api/v1/groups/nope", token: operator, want: 404}, "not_found", ""},
+		{call{method: "PUT", path: "/api/v1/agents/" + uuid.NewString() + "/groups", token: operator, want: 404,
+			body: api.SetAgentGroupsRequest{Groups: []string{"web"}}}, "not_found", ""},
+		{call{method: "PUT", path: "/api/v1/agents/" + agent1 + "/groups", token: operator, want: 400, invalid: true, body: `{}`}, "invalid", "groups"},
+		{call{method: "PUT", path: "/api/v1/agents/" + agent1 + "/groups", token: operator, want: 400, invalid: true,
+			body: api.SetAgentGroupsRequest{Groups: []string{"a b"}}}, "invalid", "groups"},
+		{call{method: "PUT", path: "/api/v1/agents/" + agent1 + "/groups", token: viewer, want: 403,
+			body: api.SetAgentGroupsRequest{Groups: []string{"web"}}}, "forbidden", ""},
+	}
+	for _, ec := range errCases {
+		t.Run(fmt.Sprintf("%d %s %s", ec.want, ec.method, ec.path), func(t *testing.T) {
+			wantError(t, c.do(t, ec.call), ec.code, ec.field)
+		})
+	}
+	// The group web is unchanged by the refused calls.
+	var after api.Group
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/groups/web", token: viewer, want: 200}), &after)
+	if after.Version != got.Version || after.Description != desc {
+		t.Errorf("web after refused calls: %+v", after)
+	}
+	return []string{agent1, agent2, agent3}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/tetherhq/tether/api"
 	"github.com/tetherhq/tether/server/authn"
 	"github.com/tetherhq/tether/server/command"
+	"github.com/tetherhq/tether/server/group"
 	"github.com/tetherhq/tether/server/presence"
 )
 
@@ -31,6 +32,9 @@ const maxBodyBytes = 1 << 20
 type Options struct {
 	Store    tether.Store
 	Commands *command.Manager
+	// Groups manages groups and memberships (nil: one over Store,
+	// Notifier and Now).
+	Groups   *group.Service
 	Notifier tether.Notifier
 	Presence *presence.Tracker
 	Log      *slog.Logger
@@ -87,6 +91,12 @@ func Routes() []Route {
 		{"POST", "/api/v1/commands", tether.PermCommandsWrite, (*Server).createCommand},
 		{"GET", "/api/v1/commands", tether.PermCommandsRead, (*Server).listCommands},
 		{"GET", "/api/v1/commands/{id}", tether.PermCommandsRead, (*Server).getCommand},
+		{"POST", "/api/v1/groups", tether.PermAgentsWrite, (*Server).createGroup},
+		{"GET", "/api/v1/groups", tether.PermAgentsRead, (*Server).listGroups},
+		{"GET", "/api/v1/groups/{name}", tether.PermAgentsRead, (*Server).getGroup},
+		{"PATCH", "/api/v1/groups/{name}", tether.PermAgentsWrite, (*Server).updateGroup},
+		{"DELETE", "/api/v1/groups/{name}", tether.PermAgentsWrite, (*Server).deleteGroup},
+		{"PUT", "/api/v1/agents/{id}/groups", tether.PermAgentsWrite, (*Server).setAgentGroups},
 	}
 }
 
@@ -97,6 +107,9 @@ func New(o Options) *Server {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Groups == nil {
+		o.Groups = &group.Service{Store: o.Store, Notifier: o.Notifier, Now: o.Now}
 	}
 	if o.AgentChanged == nil {
 		o.AgentChanged = func(string) {}
