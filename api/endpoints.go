@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"time"
 )
 
 // Order statuses, as the management API spells them.
@@ -57,6 +56,23 @@ func (c *Command) Tally() (finished, success, failure int) {
 		}
 	}
 	return success + failure, success, failure
+}
+
+// Progress returns c's order counts as a progress event would carry them:
+// from the server's counts when it sent them, else from the orders listed.
+func (c *Command) Progress() Progress {
+	p := Progress{RequestID: c.ID, Total: c.Total, Done: c.Finished()}
+	counts := c.Counts
+	if counts == nil {
+		counts = map[string]int{}
+		for _, o := range c.Orders {
+			counts[o.Status]++
+		}
+		p.Total = len(c.Orders)
+	}
+	p.Pending, p.Sent = counts[StatusPending], counts[StatusSent]
+	p.Success, p.Failure = counts[StatusSuccess], counts[StatusFailure]
+	return p
 }
 
 // CreateEnrollmentToken creates an enrollment token. The answer is the only
@@ -180,6 +196,8 @@ type CommandQuery struct {
 	Status string
 	// Limit caps the number returned (0: the server default).
 	Limit int
+	// Cursor is the CommandList.Next of the previous page.
+	Cursor string
 }
 
 func (q CommandQuery) values() url.Values {
@@ -189,10 +207,12 @@ func (q CommandQuery) values() url.Values {
 	if q.Limit > 0 {
 		v.Set("limit", strconv.Itoa(q.Limit))
 	}
+	setNonEmpty(v, "cursor", q.Cursor)
 	return v
 }
 
-// ListCommands lists command requests, newest first, without their orders.
+// ListCommands returns one page of command requests, newest first, with
+// their order counts but without their orders.
 func (c *Client) ListCommands(ctx context.Context, q CommandQuery) (*CommandList, error) {
 	var out CommandList
 	if err := c.Do(ctx, http.MethodGet, "/api/v1/commands", q.values(), nil, &out); err != nil {
@@ -213,50 +233,27 @@ func (c *Client) GetCommand(ctx context.Context, id string) (*Command, error) {
 	return &out, nil
 }
 
-// WaitCommand polls GetCommand every `every` (default 1s) until every order
-// of the command finished (success or failure), and returns the last answer.
-// progress, when not nil, is called with each answer, the last included. It
-// returns ctx's error, wrapped, when ctx ends first; a failed poll ends the
-// wait with that error.
-func (c *Client) WaitCommand(ctx context.Context, id string, every time.Duration, progress func(*Command)) (*Command, error) {
-	if every <= 0 {
-		every = time.Second
+// CancelCommand cancels every order of a command that has not finished:
+// each fails "cancelled", and an agent that has not started one skips it.
+func (c *Client) CancelCommand(ctx context.Context, id string) (*CancelResponse, error) {
+	if id == "" {
+		return nil, errors.New("cancel command: empty id")
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		cmd, err := c.GetCommand(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		if progress != nil {
-			progress(cmd)
-		}
-		if cmd.Finished() {
-			return cmd, nil
-		}
-		select {
-		case <-ctx.Done():
-			return cmd, &WaitError{Command: cmd, Err: ctx.Err()}
-		case <-t.C:
-		}
+	var out CancelResponse
+	if err := c.Do(ctx, http.MethodPost, "/api/v1/commands/"+url.PathEscape(id)+"/cancel", nil, nil, &out); err != nil {
+		return nil, err
 	}
+	return &out, nil
 }
 
-// WaitError is returned by WaitCommand when its context ends before every
-// order finished. Command is the last answer seen.
-type WaitError struct {
-	Command *Command
-	Err     error
+// ListActions describes the built-in actions and their arguments.
+func (c *Client) ListActions(ctx context.Context) (*ActionList, error) {
+	var out ActionList
+	if err := c.Do(ctx, http.MethodGet, "/api/v1/actions", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
-
-func (e *WaitError) Error() string {
-	f, _, _ := e.Command.Tally()
-	return "wait for command " + e.Command.ID + ": " + strconv.Itoa(f) + "/" +
-		strconv.Itoa(len(e.Command.Orders)) + " orders finished: " + e.Err.Error()
-}
-
-func (e *WaitError) Unwrap() error { return e.Err }
 
 func setNonEmpty(v url.Values, key, val string) {
 	if val != "" {

@@ -2,12 +2,10 @@ package api_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -133,6 +131,126 @@ func TestRoutes(t *testing.T) {
 			call:   func(c *api.Client) error { _, err := c.GetCommand(ctx, "c1"); return err },
 			method: "GET", path: "/api/v1/commands/c1",
 		},
+		{
+			name: "list commands page", status: 200, answer: `{"items":[],"next":"n2"}`,
+			call: func(c *api.Client) error {
+				l, err := c.ListCommands(ctx, api.CommandQuery{Cursor: "n1"})
+				if err == nil && l.Next != "n2" {
+					err = errors.New("next not decoded")
+				}
+				return err
+			},
+			method: "GET", path: "/api/v1/commands", query: "cursor=n1",
+		},
+		{
+			name: "create group command", status: 201, answer: `{"id":"c1"}`,
+			call: func(c *api.Client) error {
+				_, err := c.CreateCommand(ctx, api.CreateCommandRequest{Target: api.Target{Type: "group", ID: "web"}, Action: api.Action{Name: "restart"}})
+				return err
+			},
+			method: "POST", path: "/api/v1/commands", inBody: `{"target":{"type":"group","id":"web"},"action":{"name":"restart"}}`,
+		},
+		{
+			name: "create server command", status: 201, answer: `{"id":"c1"}`,
+			call: func(c *api.Client) error {
+				_, err := c.CreateCommand(ctx, api.CreateCommandRequest{Target: api.Target{Type: "server"}, Action: api.Action{Name: "reload-config"}})
+				return err
+			},
+			method: "POST", path: "/api/v1/commands", inBody: `{"target":{"type":"server","id":""},"action":{"name":"reload-config"}}`,
+		},
+		{
+			name: "cancel command", status: 200, answer: `{"cancelled":3}`,
+			call: func(c *api.Client) error {
+				r, err := c.CancelCommand(ctx, "c1")
+				if err == nil && r.Cancelled != 3 {
+					err = errors.New("cancelled not decoded")
+				}
+				return err
+			},
+			method: "POST", path: "/api/v1/commands/c1/cancel",
+		},
+		{
+			name: "cancel order", status: 200, answer: `{"cancelled":1}`,
+			call:   func(c *api.Client) error { _, err := c.CancelOrder(ctx, "o/1"); return err },
+			method: "POST", path: "/api/v1/orders/o%2F1/cancel",
+		},
+		{
+			name: "list orders", status: 200, answer: `{"items":[{"order_id":"o1"}],"next":"x"}`,
+			call: func(c *api.Client) error {
+				after := time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("CET", 3600))
+				_, err := c.ListOrders(ctx, api.OrderQuery{
+					RequestID: "r1", AgentID: "a1", Group: "web", Status: "failure", Action: "restart",
+					CreatedAfter: after, CreatedBefore: after.Add(90 * time.Minute), Cursor: "cur", Limit: 50,
+				})
+				return err
+			},
+			method: "GET", path: "/api/v1/orders",
+			query: "action=restart&agent=a1&created_after=2026-01-02T02%3A04%3A05Z&created_before=2026-01-02T03%3A34%3A05Z&cursor=cur&group=web&limit=50&request=r1&status=failure",
+		},
+		{
+			name: "get order", status: 200, answer: `{"order_id":"o1"}`,
+			call:   func(c *api.Client) error { _, err := c.GetOrder(ctx, "o1"); return err },
+			method: "GET", path: "/api/v1/orders/o1",
+		},
+		{
+			name: "create group", status: 201, answer: `{"name":"web"}`,
+			call: func(c *api.Client) error {
+				_, err := c.CreateGroup(ctx, api.CreateGroupRequest{Name: "web", Description: "front", Config: "log_level: debug\n"})
+				return err
+			},
+			method: "POST", path: "/api/v1/groups", inBody: `{"name":"web","description":"front","config":"log_level: debug\n"}`,
+		},
+		{
+			name: "list groups", status: 200, answer: `{"items":[]}`,
+			call:   func(c *api.Client) error { _, err := c.ListGroups(ctx); return err },
+			method: "GET", path: "/api/v1/groups",
+		},
+		{
+			name: "get group", status: 200, answer: `{"name":"a b"}`,
+			call:   func(c *api.Client) error { _, err := c.GetGroup(ctx, "a b"); return err },
+			method: "GET", path: "/api/v1/groups/a%20b",
+		},
+		{
+			name: "update group config", status: 200, answer: `{"name":"web"}`,
+			call: func(c *api.Client) error {
+				cfg := "x: 1\n"
+				_, err := c.UpdateGroup(ctx, "web", api.UpdateGroupRequest{Config: &cfg})
+				return err
+			},
+			method: "PATCH", path: "/api/v1/groups/web", inBody: `{"config":"x: 1\n"}`,
+		},
+		{
+			name: "delete group", status: 204,
+			call:   func(c *api.Client) error { return c.DeleteGroup(ctx, "web") },
+			method: "DELETE", path: "/api/v1/groups/web",
+		},
+		{
+			name: "set agent groups", status: 200, answer: `{"id":"a1","groups":["web","db"]}`,
+			call: func(c *api.Client) error {
+				_, err := c.SetAgentGroups(ctx, "a1", api.SetAgentGroupsRequest{Groups: []string{"web", "db"}})
+				return err
+			},
+			method: "PUT", path: "/api/v1/agents/a1/groups", inBody: `{"groups":["web","db"]}`,
+		},
+		{
+			name: "set agent groups none", status: 200, answer: `{"id":"a1","groups":[]}`,
+			call: func(c *api.Client) error {
+				_, err := c.SetAgentGroups(ctx, "a1", api.SetAgentGroupsRequest{})
+				return err
+			},
+			method: "PUT", path: "/api/v1/agents/a1/groups", inBody: `{"groups":[]}`,
+		},
+		{
+			name: "list actions", status: 200, answer: `{"items":[{"name":"upgrade","target":"agent","args":[{"name":"version","type":"string","required":true}]}]}`,
+			call: func(c *api.Client) error {
+				l, err := c.ListActions(ctx)
+				if err == nil && (len(l.Items) != 1 || !l.Items[0].Args[0].Required) {
+					err = errors.New("actions not decoded")
+				}
+				return err
+			},
+			method: "GET", path: "/api/v1/actions",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -164,45 +282,5 @@ func TestAPIError(t *testing.T) {
 	}
 	if ae.Status != 404 || ae.Code != "not_found" || ae.Field != "id" || ae.Error() != `agent "x" not found` {
 		t.Errorf("APIError = %+v", ae)
-	}
-}
-
-func TestWaitCommand(t *testing.T) {
-	var polls atomic.Int32
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n := polls.Add(1)
-		status := "sent"
-		if n >= 3 {
-			status = "failure"
-		}
-		json.NewEncoder(w).Encode(api.Command{ID: "c1", Orders: []api.Order{
-			{OrderID: "o1", Status: "success"},
-			{OrderID: "o2", Status: status},
-		}})
-	})
-	c := newClient(t, h)
-	var seen int
-	cmd, err := c.WaitCommand(context.Background(), "c1", time.Millisecond, func(*api.Command) { seen++ })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if seen != 3 || polls.Load() != 3 {
-		t.Errorf("progress called %d times, %d polls; want 3", seen, polls.Load())
-	}
-	if f, s, fl := cmd.Tally(); f != 2 || s != 1 || fl != 1 {
-		t.Errorf("counts = %d %d %d", f, s, fl)
-	}
-}
-
-func TestWaitCommandContextEnds(t *testing.T) {
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, `{"id":"c1","orders":[{"order_id":"o1","status":"pending"}]}`)
-	})
-	c := newClient(t, h)
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	_, err := c.WaitCommand(ctx, "c1", 5*time.Millisecond, nil)
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("err = %v, want deadline exceeded", err)
 	}
 }

@@ -94,13 +94,8 @@ status and result.`,
 			fmt.Fprintf(a.stdout, "command %s created, waiting for %d order(s)\n", created.ID, len(created.Orders))
 		}
 		bar := newProgress(a.stderr)
-		cmdDone, err := c.WaitCommand(ctx, created.ID, interval, func(cur *api.Command) {
-			finished, success, failure := cur.Tally()
-			total := cur.Total
-			if total == 0 {
-				total = len(cur.Orders)
-			}
-			bar.update(finished, total, success, failure)
+		cmdDone, err := c.WaitCommand(ctx, created.ID, interval, func(p api.Progress) {
+			bar.update(p.Success+p.Failure, p.Total, p.Success, p.Failure)
 		})
 		bar.done()
 		if err != nil {
