@@ -1,7 +1,10 @@
 package mgmt
 
 import (
+	"cmp"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/tetherhq/tether"
@@ -32,13 +35,22 @@ func (s *Server) createCommand(w http.ResponseWriter, r *http.Request, caller *t
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, commandJSON(cr, orders, true))
+	s.o.Log.Info("command created", "command", cr.ID, "target_type", cr.Target.Type, "target", cr.Target.ID,
+		"action", cr.Action.Name, "orders", len(orders), "user", cr.User)
+	// The orders as GET /api/v1/orders?request= lists them: by creation
+	// time, then id.
+	slices.SortFunc(orders, func(a, b *tether.Order) int {
+		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), strings.Compare(a.ID, b.ID))
+	})
+	out := commandJSON(cr, countOrders(orders))
+	out.Orders = ordersJSON(orders[:min(len(orders), tether.MaxOrderLimit)])
+	writeJSON(w, http.StatusCreated, out)
 	return nil
 }
 
 func (s *Server) listCommands(w http.ResponseWriter, r *http.Request, _ *tether.Token) error {
 	q := r.URL.Query()
-	f := tether.CommandFilter{AgentID: q.Get("agent"), Status: tether.OrderStatus(q.Get("status"))}
+	f := tether.CommandFilter{AgentID: q.Get("agent"), Status: tether.OrderStatus(q.Get("status")), Cursor: q.Get("cursor")}
 	if f.AgentID != "" && !tether.ValidID(f.AgentID) {
 		return tether.FieldError("agent", "want an agent id (a lowercase UUID)")
 	}
@@ -50,19 +62,23 @@ func (s *Server) listCommands(w http.ResponseWriter, r *http.Request, _ *tether.
 		return err
 	}
 	f.Limit = limit
-	list, _, err := s.o.Store.Commands(r.Context(), f)
+	ctx := r.Context()
+	list, next, err := s.o.Store.Commands(ctx, f)
 	if err != nil {
 		return err
 	}
-	out := api.CommandList{Items: make([]api.Command, 0, len(list))}
+	ids := make([]string, len(list))
+	for i, cr := range list {
+		ids[i] = cr.ID
+	}
+	// The counts of the whole page in one query.
+	counts, err := s.o.Store.CommandCounts(ctx, ids)
+	if err != nil {
+		return err
+	}
+	out := api.CommandList{Items: make([]api.Command, 0, len(list)), Next: next}
 	for _, cr := range list {
-		// The status summary needs the orders; requests in this version
-		// have one order each.
-		_, orders, err := s.o.Store.Command(r.Context(), cr.ID)
-		if err != nil {
-			return err
-		}
-		out.Items = append(out.Items, commandJSON(cr, orders, false))
+		out.Items = append(out.Items, commandJSON(cr, counts[cr.ID]))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -73,15 +89,30 @@ func (s *Server) getCommand(w http.ResponseWriter, r *http.Request, _ *tether.To
 	if !tether.ValidID(id) {
 		return tether.FieldError("id", "want a command id (a lowercase UUID)")
 	}
+	// The request and its orders in one read, by creation time then id:
+	// the counts and the first page of orders agree.
 	cr, orders, err := s.o.Store.Command(r.Context(), id)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, commandJSON(cr, orders, true))
+	out := commandJSON(cr, countOrders(orders))
+	out.Orders = ordersJSON(orders[:min(len(orders), tether.MaxOrderLimit)])
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
-func commandJSON(cr *tether.CommandRequest, orders []*tether.Order, withOrders bool) api.Command {
+// countOrders counts orders by status.
+func countOrders(orders []*tether.Order) map[tether.OrderStatus]int {
+	counts := map[tether.OrderStatus]int{}
+	for _, o := range orders {
+		counts[o.Status]++
+	}
+	return counts
+}
+
+// commandJSON describes a request whose orders are counts (by status;
+// nil when it has none).
+func commandJSON(cr *tether.CommandRequest, counts map[tether.OrderStatus]int) api.Command {
 	out := api.Command{
 		ID:        cr.ID,
 		Target:    api.Target{Type: string(cr.Target.Type), ID: cr.Target.ID},
@@ -90,18 +121,20 @@ func commandJSON(cr *tether.CommandRequest, orders []*tether.Order, withOrders b
 		Source:    cr.Source,
 		User:      cr.User,
 		CreatedAt: cr.CreatedAt.UTC(),
-		Status:    summarize(orders),
-		Total:     len(orders),
+		Status:    string(summarize(counts)),
 		Counts:    map[string]int{},
 	}
-	for _, o := range orders {
-		out.Counts[string(o.Status)]++
+	for st, n := range counts {
+		out.Counts[string(st)] = n
+		out.Total += n
 	}
-	if withOrders {
-		out.Orders = make([]api.Order, 0, len(orders))
-		for _, o := range orders {
-			out.Orders = append(out.Orders, orderJSON(o))
-		}
+	return out
+}
+
+func ordersJSON(orders []*tether.Order) []api.Order {
+	out := make([]api.Order, 0, len(orders))
+	for _, o := range orders {
+		out = append(out, orderJSON(o))
 	}
 	return out
 }
@@ -112,31 +145,17 @@ func actionJSON(a tether.Action) api.Action {
 
 // summarize gives a request the status of its least advanced order, or once
 // all finished, failure if any failed. A request with no orders left (its
-// agent was deleted) did not succeed: failure.
-func summarize(orders []*tether.Order) string {
-	if len(orders) == 0 {
-		return string(tether.OrderFailure)
-	}
-	pending, sent, failed := false, false, false
-	for _, o := range orders {
-		switch o.Status {
-		case tether.OrderPending:
-			pending = true
-		case tether.OrderSent:
-			sent = true
-		case tether.OrderFailure:
-			failed = true
-		}
-	}
+// agents were deleted) did not succeed: failure.
+func summarize(counts map[tether.OrderStatus]int) tether.OrderStatus {
 	switch {
-	case pending:
-		return string(tether.OrderPending)
-	case sent:
-		return string(tether.OrderSent)
-	case failed:
-		return string(tether.OrderFailure)
+	case counts[tether.OrderPending] > 0:
+		return tether.OrderPending
+	case counts[tether.OrderSent] > 0:
+		return tether.OrderSent
+	case counts[tether.OrderFailure] > 0 || counts[tether.OrderSuccess] == 0:
+		return tether.OrderFailure
 	}
-	return string(tether.OrderSuccess)
+	return tether.OrderSuccess
 }
 
 func orderJSON(o *tether.Order) api.Order {

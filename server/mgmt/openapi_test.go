@@ -343,7 +343,8 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 		})
 	}
 
-	exerciseGroups(t, c, agent1, agent2)
+	members := exerciseGroups(t, c, agent1, agent2)
+	exerciseOrders(t, c, members)
 
 	// Revoke the enrollment token: it enrolls no more.
 	c.do(t, call{method: "DELETE", path: "/api/v1/enrollment-tokens/" + enroll.ID, token: operator, want: 204})
@@ -700,4 +701,149 @@ func exerciseGroups(t *testing.T, c *checker, agent1, agent2 string) []string {
 		t.Errorf("web after refused calls: %+v", after)
 	}
 	return []string{agent1, agent2, agent3}
+}
+
+// exerciseOrders runs the group command and order list part of the
+// scenario; members are the three agents of the group web.
+func exerciseOrders(t *testing.T, c *checker, members []string) {
+	t.Helper()
+	ctx := context.Background()
+	operator, viewer := c.e.tokens[tether.RoleOperator], c.e.tokens[tether.RoleViewer]
+
+	before := time.Now().UTC()
+	var cmd api.Command
+	decodeInto(t, c.do(t, call{method: "POST", path: "/api/v1/commands", token: operator, want: 201,
+		body: api.CreateCommandRequest{Target: api.Target{Type: "group", ID: "web"}, Action: api.Action{Name: "restart"}}}), &cmd)
+	if cmd.Total != 3 || len(cmd.Orders) != 3 || cmd.Counts["pending"] != 3 || cmd.Status != "pending" {
+		t.Fatalf("group command: %+v; want 3 pending orders", cmd)
+	}
+	agents := []string{}
+	for _, o := range cmd.Orders {
+		agents = append(agents, o.AgentID)
+		if o.RequestID != cmd.ID {
+			t.Errorf("order %s of request %s, want %s", o.OrderID, o.RequestID, cmd.ID)
+		}
+	}
+	slices.Sort(agents)
+	if want := slices.Sorted(slices.Values(members)); !slices.Equal(agents, want) {
+		t.Errorf("orders for %v, want one per member %v", agents, want)
+	}
+	// The first member runs its order; the second fails it.
+	orderOf := map[string]string{}
+	for _, o := range cmd.Orders {
+		orderOf[o.AgentID] = o.OrderID
+	}
+	for i, status := range []tether.OrderStatus{tether.OrderSuccess, tether.OrderFailure} {
+		if _, err := c.e.store.DeliverOrders(ctx, members[i], nil, 10, time.Now().UTC()); err != nil {
+			t.Fatalf("deliver to member %d: %v", i, err)
+		}
+		res := tether.Result{Code: i, Message: string(status)}
+		if _, err := c.e.store.FinishOrder(ctx, members[i], orderOf[members[i]], status, res, time.Now().UTC()); err != nil {
+			t.Fatalf("finish: %v", err)
+		}
+	}
+	var shown api.Command
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/commands/" + cmd.ID, token: viewer, want: 200}), &shown)
+	if shown.Total != 3 || shown.Status != "pending" || len(shown.Orders) != 3 ||
+		shown.Counts["success"] != 1 || shown.Counts["failure"] != 1 || shown.Counts["pending"] != 1 {
+		t.Errorf("group command after two results: %+v", shown)
+	}
+
+	// A page of two, then the last one.
+	var page1, page2 api.OrderList
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/orders?request=" + cmd.ID + "&limit=2", token: viewer, want: 200}), &page1)
+	if len(page1.Items) != 2 || page1.Next == "" {
+		t.Fatalf("first page: %+v; want 2 orders and a next cursor", page1)
+	}
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/orders?request=" + cmd.ID + "&limit=2&cursor=" + page1.Next, token: viewer, want: 200}), &page2)
+	if len(page2.Items) != 1 || page2.Next != "" {
+		t.Fatalf("second page: %+v; want the last order and no next cursor", page2)
+	}
+	seen := map[string]bool{}
+	for _, o := range append(page1.Items, page2.Items...) {
+		seen[o.OrderID] = true
+	}
+	for i, o := range cmd.Orders {
+		if !seen[o.OrderID] {
+			t.Errorf("paging missed order %s", o.OrderID)
+		}
+		// The command shows its orders in the order the list pages them.
+		if i < 2 && page1.Items[i].OrderID != o.OrderID {
+			t.Errorf("order %d: list has %s, the command %s", i, page1.Items[i].OrderID, o.OrderID)
+		}
+	}
+	after := time.Now().UTC().Add(time.Second)
+	for _, f := range []struct {
+		query string
+		want  int
+	}{
+		{"agent=" + members[0], 1},
+		{"group=web&action=restart", 3},
+		{"status=failure", 1},
+		{"status=pending&group=web", 1},
+		{"action=upgrade", 0},
+		{"created_after=" + before.Add(-time.Millisecond).Format(time.RFC3339Nano) + "&created_before=" + after.Format(time.RFC3339), 3},
+		{"created_after=" + after.Format(time.RFC3339), 0},
+	} {
+		var l api.OrderList
+		decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/orders?request=" + cmd.ID + "&" + f.query, token: viewer, want: 200}), &l)
+		if len(l.Items) != f.want {
+			t.Errorf("orders?%s: %d, want %d", f.query, len(l.Items), f.want)
+		}
+	}
+	var o api.Order
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/orders/" + page1.Items[0].OrderID, token: viewer, want: 200}), &o)
+	if o.OrderID != page1.Items[0].OrderID || o.RequestID != cmd.ID {
+		t.Errorf("shown order %+v", o)
+	}
+
+	// A server command: its order has no agent.
+	var srv api.Command
+	decodeInto(t, c.do(t, call{method: "POST", path: "/api/v1/commands", token: operator, want: 201,
+		body: api.CreateCommandRequest{Target: api.Target{Type: "server"}, Action: api.Action{Name: "reload-config"}}}), &srv)
+	if len(srv.Orders) != 1 || srv.Orders[0].AgentID != "" || srv.Total != 1 {
+		t.Errorf("server command: %+v; want one order without an agent", srv)
+	}
+
+	// Commands a page at a time, newest first.
+	var cmds1, cmds2 api.CommandList
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/commands?limit=1", token: viewer, want: 200}), &cmds1)
+	if len(cmds1.Items) != 1 || cmds1.Items[0].ID != srv.ID || cmds1.Next == "" {
+		t.Fatalf("commands first page: %+v; want the server command and a cursor", cmds1)
+	}
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/commands?limit=1&cursor=" + cmds1.Next, token: viewer, want: 200}), &cmds2)
+	if len(cmds2.Items) != 1 || cmds2.Items[0].ID != cmd.ID {
+		t.Fatalf("commands second page: %+v; want the group command", cmds2)
+	}
+	if g := cmds2.Items[0]; g.Total != 3 || g.Status != "pending" || g.Counts["success"] != 1 || g.Orders != nil {
+		t.Errorf("listed group command: %+v; want its counts without its orders", g)
+	}
+
+	errCases := []struct {
+		call
+		code, field string
+	}{
+		{call{method: "GET", path: "/api/v1/orders?status=done", token: viewer, want: 400, invalid: true}, "invalid", "status"},
+		{call{method: "GET", path: "/api/v1/orders?request=x", token: viewer, want: 400, invalid: true}, "invalid", "request"},
+		{call{method: "GET", path: "/api/v1/orders?agent=x", token: viewer, want: 400, invalid: true}, "invalid", "agent"},
+		{call{method: "GET", path: "/api/v1/orders?group=a!b", token: viewer, want: 400, invalid: true}, "invalid", "group"},
+		{call{method: "GET", path: "/api/v1/orders?action=Restart", token: viewer, want: 400, invalid: true}, "invalid", "action"},
+		{call{method: "GET", path: "/api/v1/orders?created_after=yesterday", token: viewer, want: 400, invalid: true}, "invalid", "created_after"},
+		{call{method: "GET", path: "/api/v1/orders?created_before=2024-13-01", token: viewer, want: 400, invalid: true}, "invalid", "created_before"},
+		{call{method: "GET", path: "/api/v1/orders?cursor=nope", token: viewer, want: 400}, "invalid", "cursor"},
+		{call{method: "GET", path: "/api/v1/orders?limit=1001", token: viewer, want: 400, invalid: true}, "invalid", "limit"},
+		{call{method: "GET", path: "/api/v1/orders/" + uuid.NewString(), token: viewer, want: 404}, "not_found", ""},
+		{call{method: "GET", path: "/api/v1/orders/not-a-uuid", token: viewer, want: 400, invalid: true}, "invalid", "id"},
+		{call{method: "GET", path: "/api/v1/orders", token: c.e.tokens[tether.RoleRegistrar], want: 403}, "forbidden", ""},
+		{call{method: "GET", path: "/api/v1/commands?cursor=nope", token: viewer, want: 400}, "invalid", "cursor"},
+		{call{method: "POST", path: "/api/v1/commands", token: operator, want: 400,
+			body: api.CreateCommandRequest{Target: api.Target{Type: "group", ID: "empty"}, Action: api.Action{Name: "restart"}}}, "invalid", "target.id"},
+		{call{method: "POST", path: "/api/v1/commands", token: operator, want: 400,
+			body: api.CreateCommandRequest{Target: api.Target{Type: "group", ID: "web"}, Action: api.Action{Name: "upgrade", Args: json.RawMessage(`{"version":"2"}`)}}}, "invalid", "action.args.sha256"},
+	}
+	for _, ec := range errCases {
+		t.Run(fmt.Sprintf("%d %s %s", ec.want, ec.method, ec.path), func(t *testing.T) {
+			wantError(t, c.do(t, ec.call), ec.code, ec.field)
+		})
+	}
 }

@@ -91,6 +91,8 @@ func Routes() []Route {
 		{"POST", "/api/v1/commands", tether.PermCommandsWrite, (*Server).createCommand},
 		{"GET", "/api/v1/commands", tether.PermCommandsRead, (*Server).listCommands},
 		{"GET", "/api/v1/commands/{id}", tether.PermCommandsRead, (*Server).getCommand},
+		{"GET", "/api/v1/orders", tether.PermCommandsRead, (*Server).listOrders},
+		{"GET", "/api/v1/orders/{id}", tether.PermCommandsRead, (*Server).getOrder},
 		{"POST", "/api/v1/groups", tether.PermAgentsWrite, (*Server).createGroup},
 		{"GET", "/api/v1/groups", tether.PermAgentsRead, (*Server).listGroups},
 		{"GET", "/api/v1/groups/{name}", tether.PermAgentsRead, (*Server).getGroup},
