@@ -169,3 +169,54 @@ func orderJSON(o *tether.Order) api.Order {
 	}
 	return out
 }
+
+func (s *Server) cancelCommand(w http.ResponseWriter, r *http.Request, caller *tether.Token) error {
+	if err := noBody(r); err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	if !tether.ValidID(id) {
+		return tether.FieldError("id", "want a command id (a lowercase UUID)")
+	}
+	n, err := s.o.Commands.Cancel(r.Context(), tether.CancelFilter{RequestID: id})
+	if err != nil {
+		return err
+	}
+	s.o.Log.Info("command cancelled", "command", id, "orders", n, "user", caller.Name)
+	writeJSON(w, http.StatusOK, api.CancelResponse{Cancelled: n})
+	return nil
+}
+
+func (s *Server) cancelOrder(w http.ResponseWriter, r *http.Request, caller *tether.Token) error {
+	if err := noBody(r); err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	if !tether.ValidID(id) {
+		return tether.FieldError("id", "want an order id (a lowercase UUID)")
+	}
+	n, err := s.o.Commands.Cancel(r.Context(), tether.CancelFilter{OrderID: id})
+	if err != nil {
+		return err
+	}
+	s.o.Log.Info("order cancelled", "order", id, "changed", n == 1, "user", caller.Name)
+	writeJSON(w, http.StatusOK, api.CancelResponse{Cancelled: n})
+	return nil
+}
+
+func (s *Server) listActions(w http.ResponseWriter, _ *http.Request, _ *tether.Token) error {
+	specs := command.Builtins()
+	out := api.ActionList{Items: make([]api.ActionSpec, 0, len(specs))}
+	for _, sp := range specs {
+		a := api.ActionSpec{Name: sp.Name, Target: string(tether.TargetAgent), Doc: sp.Doc, Args: make([]api.ArgSpec, 0, len(sp.Args))}
+		if sp.Server {
+			a.Target = string(tether.TargetServer)
+		}
+		for _, arg := range sp.Args {
+			a.Args = append(a.Args, api.ArgSpec{Name: arg.Name, Type: string(arg.Type), Required: arg.Required, Doc: arg.Doc})
+		}
+		out.Items = append(out.Items, a)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}

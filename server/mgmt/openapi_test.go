@@ -512,6 +512,7 @@ func TestOpenAPISchemasMatchAPITypes(t *testing.T) {
 		api.EnrollmentTokenList{}, api.StateEntry{}, api.StateList{}, api.Target{}, api.Action{},
 		api.CreateCommandRequest{}, api.Result{}, api.Order{}, api.Command{}, api.CommandList{}, api.Health{},
 		api.Group{}, api.GroupList{}, api.CreateGroupRequest{}, api.UpdateGroupRequest{}, api.SetAgentGroupsRequest{},
+		api.OrderList{}, api.CancelResponse{}, api.ActionSpec{}, api.ArgSpec{}, api.ActionList{},
 	}
 	timeType, rawType := reflect.TypeFor[time.Time](), reflect.TypeFor[json.RawMessage]()
 	for _, v := range types {
@@ -819,10 +820,62 @@ func exerciseOrders(t *testing.T, c *checker, members []string) {
 		t.Errorf("listed group command: %+v; want its counts without its orders", g)
 	}
 
+	// Cancel the last order of the group command: once only.
+	var cancelled api.CancelResponse
+	last := orderOf[members[2]]
+	decodeInto(t, c.do(t, call{method: "POST", path: "/api/v1/orders/" + last + "/cancel", token: operator, want: 200}), &cancelled)
+	if cancelled.Cancelled != 1 {
+		t.Errorf("cancel an order: %+v, want 1 cancelled", cancelled)
+	}
+	decodeInto(t, c.do(t, call{method: "POST", path: "/api/v1/orders/" + last + "/cancel", token: operator, want: 200}), &cancelled)
+	if cancelled.Cancelled != 0 {
+		t.Errorf("cancel it again: %+v, want 0 cancelled", cancelled)
+	}
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/orders/" + last, token: viewer, want: 200}), &o)
+	if o.Status != "failure" || o.Result == nil || o.Result.Message != "cancelled" || o.FinishedAt == nil {
+		t.Errorf("cancelled order: %+v", o)
+	}
+	// Nothing is left to cancel in the group command; the server command
+	// still waits for a node.
+	decodeInto(t, c.do(t, call{method: "POST", path: "/api/v1/commands/" + cmd.ID + "/cancel", token: operator, want: 200}), &cancelled)
+	if cancelled.Cancelled != 0 {
+		t.Errorf("cancel a finished command: %+v, want 0", cancelled)
+	}
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/commands/" + cmd.ID, token: viewer, want: 200}), &shown)
+	if shown.Status != "failure" || shown.Counts["failure"] != 2 || shown.Counts["success"] != 1 || shown.Total != 3 {
+		t.Errorf("group command after the cancel: %+v", shown)
+	}
+	decodeInto(t, c.do(t, call{method: "POST", path: "/api/v1/commands/" + srv.ID + "/cancel", token: c.e.tokens[tether.RoleAdmin], want: 200}), &cancelled)
+	if cancelled.Cancelled != 1 {
+		t.Errorf("cancel the server command: %+v, want 1", cancelled)
+	}
+
+	// The built-in actions.
+	var actions api.ActionList
+	decodeInto(t, c.do(t, call{method: "GET", path: "/api/v1/actions", token: viewer, want: 200}), &actions)
+	byName := map[string]api.ActionSpec{}
+	for _, a := range actions.Items {
+		byName[a.Name] = a
+	}
+	if a := byName["rotate-signing-key"]; a.Target != "server" || a.Doc == "" {
+		t.Errorf("rotate-signing-key: %+v; want a documented server action", a)
+	}
+	up := byName["upgrade"]
+	if up.Target != "agent" || !slices.ContainsFunc(up.Args, func(a api.ArgSpec) bool { return a.Name == "sha256" && a.Required && a.Type == "string" }) {
+		t.Errorf("upgrade: %+v; want an agent action with a required sha256 string", up)
+	}
+
 	errCases := []struct {
 		call
 		code, field string
 	}{
+		{call{method: "POST", path: "/api/v1/commands/" + cmd.ID + "/cancel", token: viewer, want: 403}, "forbidden", ""},
+		{call{method: "POST", path: "/api/v1/orders/" + last + "/cancel", token: viewer, want: 403}, "forbidden", ""},
+		{call{method: "POST", path: "/api/v1/commands/" + uuid.NewString() + "/cancel", token: operator, want: 404}, "not_found", ""},
+		{call{method: "POST", path: "/api/v1/orders/" + uuid.NewString() + "/cancel", token: operator, want: 404}, "not_found", ""},
+		{call{method: "POST", path: "/api/v1/orders/not-a-uuid/cancel", token: operator, want: 400, invalid: true}, "invalid", "id"},
+		{call{method: "POST", path: "/api/v1/orders/" + last + "/cancel", token: operator, want: 400, body: `{"force":true}`}, "invalid", "force"},
+		{call{method: "GET", path: "/api/v1/actions", token: c.e.tokens[tether.RoleRegistrar], want: 403}, "forbidden", ""},
 		{call{method: "GET", path: "/api/v1/orders?status=done", token: viewer, want: 400, invalid: true}, "invalid", "status"},
 		{call{method: "GET", path: "/api/v1/orders?request=x", token: viewer, want: 400, invalid: true}, "invalid", "request"},
 		{call{method: "GET", path: "/api/v1/orders?agent=x", token: viewer, want: 400, invalid: true}, "invalid", "agent"},

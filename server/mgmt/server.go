@@ -1,6 +1,7 @@
 package mgmt
 
 import (
+	"bytes"
 	"context"
 	_ "embed"
 	"encoding/json"
@@ -91,8 +92,11 @@ func Routes() []Route {
 		{"POST", "/api/v1/commands", tether.PermCommandsWrite, (*Server).createCommand},
 		{"GET", "/api/v1/commands", tether.PermCommandsRead, (*Server).listCommands},
 		{"GET", "/api/v1/commands/{id}", tether.PermCommandsRead, (*Server).getCommand},
+		{"POST", "/api/v1/commands/{id}/cancel", tether.PermCommandsWrite, (*Server).cancelCommand},
 		{"GET", "/api/v1/orders", tether.PermCommandsRead, (*Server).listOrders},
 		{"GET", "/api/v1/orders/{id}", tether.PermCommandsRead, (*Server).getOrder},
+		{"POST", "/api/v1/orders/{id}/cancel", tether.PermCommandsWrite, (*Server).cancelOrder},
+		{"GET", "/api/v1/actions", tether.PermCommandsRead, (*Server).listActions},
 		{"POST", "/api/v1/groups", tether.PermAgentsWrite, (*Server).createGroup},
 		{"GET", "/api/v1/groups", tether.PermAgentsRead, (*Server).listGroups},
 		{"GET", "/api/v1/groups/{name}", tether.PermAgentsRead, (*Server).getGroup},
@@ -204,6 +208,24 @@ func decode(r *http.Request, v any) error {
 		return tether.FieldError(f, "unknown field")
 	}
 	return tether.Errorf(tether.EINVALID, "invalid JSON body: %v", err)
+}
+
+// noBody checks the body of a route that takes none: it may be absent,
+// empty or {}; anything else is refused like an unknown field.
+func noBody(r *http.Request) error {
+	data, err := io.ReadAll(r.Body)
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return &tether.Error{Code: tether.ETOOLARGE, Message: fmt.Sprintf("body larger than %d bytes", tooBig.Limit)}
+	case err != nil:
+		return tether.Errorf(tether.EINVALID, "read body: %v", err)
+	case len(bytes.TrimSpace(data)) == 0:
+		return nil
+	}
+	r.Body = io.NopCloser(bytes.NewReader(data))
+	var none struct{}
+	return decode(r, &none)
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request, _ *tether.Token) error {
