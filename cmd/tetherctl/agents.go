@@ -13,7 +13,8 @@ func (a *app) agentsCommand() *cobra.Command {
 	cmd := group("agents", "List, show and remove agents; read their state",
 		"Agents are the enrolled endpoints. Their status is active, disconnected or enrolled (never connected).",
 		"agent")
-	cmd.AddCommand(a.agentsListCommand(), a.agentsShowCommand(), a.agentsDeleteCommand(), a.agentsStateCommand())
+	cmd.AddCommand(a.agentsListCommand(), a.agentsShowCommand(), a.agentsDeleteCommand(), a.agentsStateCommand(),
+		a.agentsSetGroupsCommand())
 	return cmd
 }
 
@@ -152,6 +153,45 @@ every module or of one. The table shortens documents; -o json gives them whole.`
 			t.row(e.Module, e.Key, ago(e.UpdatedAt), truncate(compactJSON(e.Doc), 80))
 		}
 		return t.flush()
+	})
+	return cmd
+}
+
+func (a *app) agentsSetGroupsCommand() *cobra.Command {
+	var none bool
+	cmd := &cobra.Command{
+		Use:   "set-groups ID (GROUP... | --none)",
+		Short: "Set the groups of an agent",
+		Long: `Replace the groups of an agent with GROUP... (the full list, not an
+addition), or with none with --none. The agent gets the configuration of its
+new groups without restarting.`,
+		Example: `  tetherctl agents set-groups 3f2c… web linux
+  tetherctl agents set-groups 3f2c… --none
+  tetherctl agents set-groups 3f2c… $(tetherctl agents show 3f2c… -o json | jq -r '.groups[]') db`,
+		Args: argsUsage(cobra.MinimumNArgs(1)),
+	}
+	cmd.Flags().BoolVar(&none, "none", false, "remove the agent from every group")
+	cmd.RunE = a.action(func(ctx context.Context, c *api.Client, args []string) error {
+		groups := args[1:]
+		switch {
+		case none && len(groups) > 0:
+			return usagef("--none and groups %q are exclusive", groups)
+		case !none && len(groups) == 0:
+			return usagef("give the agent's groups, or --none to remove it from every group (see '%s --help')", cmd.CommandPath())
+		}
+		ag, err := c.SetAgentGroups(ctx, args[0], api.SetAgentGroupsRequest{Groups: groups})
+		if err != nil {
+			return err
+		}
+		if a.jsonOut() {
+			return a.printJSON(ag)
+		}
+		if len(ag.Groups) == 0 {
+			_, err = fmt.Fprintf(a.stdout, "agent %s is in no group\n", ag.ID)
+			return err
+		}
+		_, err = fmt.Fprintf(a.stdout, "agent %s groups: %s\n", ag.ID, joinOr(ag.Groups))
+		return err
 	})
 	return cmd
 }

@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -89,20 +91,150 @@ func newFakeServer(t *testing.T) *fakeServer {
 			f.fail(w, 404, "not_found", `agent "missing" not found`)
 			return
 		}
+		switch req.Target.Type {
+		case "group":
+			if req.Target.ID == "big" {
+				f.reply(w, 201, bigCommand())
+				return
+			}
+			id := "c-grp"
+			if req.Action.Name == "fail" {
+				id = "c-grpfail"
+			}
+			f.reply(w, 201, groupCommand(id, false))
+			return
+		case "server":
+			c := f.command("c-srv", 3)
+			c.Target = req.Target
+			c.Orders[0].AgentID = ""
+			f.reply(w, 201, c)
+			return
+		}
 		id := "c-ok"
 		if req.Action.Name == "fail" {
 			id = "c-fail"
 		}
 		f.reply(w, 201, f.command(id, 0))
 	})
+	mux.HandleFunc("GET /api/v1/commands/{id}/progress", func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		if !strings.HasPrefix(id, "c-grp") {
+			f.fail(w, 404, "not_found", "no route")
+			return
+		}
+		failure, success := 0, 3
+		if id == "c-grpfail" {
+			failure, success = 1, 2
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, chunk := range []string{
+			": keep-alive\n\n",
+			`event: progress` + "\n" + `data: {"request_id":"` + id + `","total":3,"pending":3}` + "\n\n",
+			`event: progress` + "\n" + `data: {"request_id":"` + id + `","total":3,"sent":2,"success":1}` + "\n\n: keep-alive\n",
+			"\n",
+			`event: progress` + "\n" + `data: {"request_id":"` + id + `","total":3,"sent":2,"success":1}` + "\n\n",
+			"event: progress\ndata: " + fmt.Sprintf(`{"request_id":"%s","total":3,"success":%d,"failure":%d,"done":true}`, id, success, failure) + "\n\n",
+		} {
+			io.WriteString(w, chunk)
+			w.(http.Flusher).Flush()
+		}
+	})
 	mux.HandleFunc("GET /api/v1/commands", func(w http.ResponseWriter, r *http.Request) {
-		f.reply(w, 200, api.CommandList{Items: []api.Command{{
+		list := api.CommandList{Items: []api.Command{{
 			ID: "c-ok", Target: api.Target{Type: "agent", ID: "a-1"}, Action: api.Action{Name: "restart"},
-			Status: "success", User: "admin", CreatedAt: t0,
-		}}})
+			Status: "success", User: "admin", CreatedAt: t0, Total: 1, Counts: map[string]int{"success": 1},
+		}}}
+		if r.URL.Query().Get("cursor") != "" {
+			list.Items = append(list.Items, api.Command{
+				ID: "c-grp", Target: api.Target{Type: "group", ID: "web"}, Action: api.Action{Name: "restart"},
+				Status: "sent", User: "admin", CreatedAt: t0, Total: 7, Counts: map[string]int{"pending": 1, "sent": 2, "success": 3, "failure": 1},
+			}, api.Command{
+				ID: "c-srv", Target: api.Target{Type: "server"}, Action: api.Action{Name: "reload-config"},
+				Status: "success", User: "admin", CreatedAt: t0, Total: 1, Counts: map[string]int{"success": 1},
+			})
+			list.Next = "n3"
+		}
+		f.reply(w, 200, list)
+	})
+	mux.HandleFunc("POST /api/v1/commands/{id}/cancel", func(w http.ResponseWriter, r *http.Request) {
+		f.reply(w, 200, api.CancelResponse{Cancelled: 2})
+	})
+	mux.HandleFunc("POST /api/v1/orders/{id}/cancel", func(w http.ResponseWriter, r *http.Request) {
+		n := 1
+		if r.PathValue("id") == "o-done" {
+			n = 0
+		}
+		f.reply(w, 200, api.CancelResponse{Cancelled: n})
+	})
+	mux.HandleFunc("GET /api/v1/orders", func(w http.ResponseWriter, r *http.Request) {
+		c := groupCommand("c-grpfail", true)
+		list := api.OrderList{Items: c.Orders[:2], Next: "p2"}
+		if r.URL.Query().Get("cursor") == "p2" {
+			list = api.OrderList{Items: c.Orders[2:]}
+		}
+		f.reply(w, 200, list)
+	})
+	mux.HandleFunc("GET /api/v1/orders/{id}", func(w http.ResponseWriter, r *http.Request) {
+		o := groupCommand("c-grpfail", true).Orders[2]
+		o.OrderID = r.PathValue("id")
+		f.reply(w, 200, o)
+	})
+	mux.HandleFunc("POST /api/v1/groups", func(w http.ResponseWriter, r *http.Request) {
+		var req api.CreateGroupRequest
+		if err := json.Unmarshal(f.body(), &req); err != nil {
+			f.fail(w, 400, "invalid", "bad body")
+			return
+		}
+		f.reply(w, 201, api.Group{Name: req.Name, Description: req.Description, Config: req.Config, Version: "v1", CreatedAt: t0, UpdatedAt: t0})
+	})
+	mux.HandleFunc("GET /api/v1/groups", func(w http.ResponseWriter, r *http.Request) {
+		f.reply(w, 200, api.GroupList{Items: []api.Group{webGroup()}})
+	})
+	mux.HandleFunc("GET /api/v1/groups/{name}", func(w http.ResponseWriter, r *http.Request) {
+		g := webGroup()
+		g.Name = r.PathValue("name")
+		if g.Name == "empty" {
+			g.Config = ""
+		}
+		f.reply(w, 200, g)
+	})
+	mux.HandleFunc("PATCH /api/v1/groups/{name}", func(w http.ResponseWriter, r *http.Request) {
+		var req api.UpdateGroupRequest
+		if err := json.Unmarshal(f.body(), &req); err != nil || req.Config == nil {
+			f.fail(w, 400, "invalid", "bad body")
+			return
+		}
+		g := webGroup()
+		g.Config, g.Version = *req.Config, "v2"
+		f.reply(w, 200, g)
+	})
+	mux.HandleFunc("DELETE /api/v1/groups/{name}", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(204)
+	})
+	mux.HandleFunc("PUT /api/v1/agents/{id}/groups", func(w http.ResponseWriter, r *http.Request) {
+		var req api.SetAgentGroupsRequest
+		if err := json.Unmarshal(f.body(), &req); err != nil || req.Groups == nil {
+			f.fail(w, 400, "invalid", "groups: required")
+			return
+		}
+		f.reply(w, 200, api.Agent{ID: r.PathValue("id"), Name: "web-1", Groups: req.Groups, Status: "active", EnrolledAt: t0})
+	})
+	mux.HandleFunc("GET /api/v1/actions", func(w http.ResponseWriter, r *http.Request) {
+		f.reply(w, 200, api.ActionList{Items: []api.ActionSpec{
+			{Name: "restart", Target: "agent", Doc: "Re-execute the agent."},
+			{Name: "upgrade", Target: "agent", Doc: "Install another version.", Args: []api.ArgSpec{
+				{Name: "version", Type: "string", Required: true, Doc: "the version"},
+				{Name: "note", Type: "string", Doc: "a note\nfor people"},
+			}},
+			{Name: "reload-config", Target: "server", Doc: "Reload the server's configuration."},
+		}})
 	})
 	mux.HandleFunc("GET /api/v1/commands/{id}", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
+		if strings.HasPrefix(id, "c-grp") {
+			f.reply(w, 200, groupCommand(id, true))
+			return
+		}
 		f.mu.Lock()
 		f.polls[id]++
 		n := f.polls[id]
@@ -151,6 +283,51 @@ func (f *fakeServer) command(id string, n int) api.Command {
 	c.Status = o.Status
 	c.Orders = []api.Order{o}
 	return c
+}
+
+// groupCommand is command id for group web of three agents, as created
+// or once finished; c-grpfail's third order fails.
+func groupCommand(id string, finished bool) api.Command {
+	c := api.Command{ID: id, Target: api.Target{Type: "group", ID: "web"}, Action: api.Action{Name: "restart"},
+		Timeout: "5m", Status: "pending", CreatedAt: t0, Total: 3, Counts: map[string]int{"pending": 3}}
+	for i := 1; i <= 3; i++ {
+		n := strconv.Itoa(i)
+		o := api.Order{OrderID: "o-" + n, RequestID: id, AgentID: "a-" + n, Action: c.Action, Status: "pending", CreatedAt: t0}
+		if finished {
+			fin := t0.Add(time.Second)
+			o.Status, o.FinishedAt, o.Result = "success", &fin, &api.Result{Message: "ok"}
+			if i == 3 && id == "c-grpfail" {
+				o.Status, o.Result = "failure", &api.Result{Code: 1, Message: "timed out"}
+			}
+		}
+		c.Orders = append(c.Orders, o)
+	}
+	if finished {
+		c.Status, c.Counts = "success", map[string]int{"success": 3}
+		if id == "c-grpfail" {
+			c.Status, c.Counts = "failure", map[string]int{"success": 2, "failure": 1}
+		}
+	}
+	return c
+}
+
+// bigCommand is a command for group big: 60 orders, two already failed.
+func bigCommand() api.Command {
+	c := api.Command{ID: "c-big", Target: api.Target{Type: "group", ID: "big"}, Action: api.Action{Name: "restart"},
+		Status: "pending", CreatedAt: t0, Total: 60, Counts: map[string]int{"pending": 58, "failure": 2}}
+	for i := range 60 {
+		o := api.Order{OrderID: fmt.Sprintf("o-%02d", i), RequestID: c.ID, AgentID: fmt.Sprintf("a-%02d", i), Status: "pending", CreatedAt: t0}
+		if i == 7 || i == 42 {
+			o.Status, o.Result = "failure", &api.Result{Code: 1, Message: "unknown action"}
+		}
+		c.Orders = append(c.Orders, o)
+	}
+	return c
+}
+
+func webGroup() api.Group {
+	return api.Group{Name: "web", Description: "front-end servers", Config: "log_level: debug\nevents:\n  batch: 100\n",
+		Version: "0123456789abcdef", Members: 12, CreatedAt: t0, UpdatedAt: t0}
 }
 
 func (f *fakeServer) body() []byte {
@@ -460,7 +637,31 @@ func TestUsageErrors(t *testing.T) {
 		{"missing argument", []string{"--token", "x", "agents", "show"}, "accepts 1 arg"},
 		{"bad output", []string{"--token", "x", "-o", "yaml", "agents", "list"}, `--output "yaml"`},
 		{"bad status", []string{"--token", "x", "agents", "list", "--status", "up"}, "--status"},
-		{"no agent", []string{"--token", "x", "commands", "send", "restart"}, "--agent is required"},
+		{"no target", []string{"--token", "x", "commands", "send", "restart"}, "no target: give exactly one of --agent ID, --group NAME or --to-server"},
+		{"two targets", []string{"--token", "x", "commands", "send", "--agent", "a", "--group", "g", "restart"}, "--agent and --group: give exactly one target"},
+		{"three targets", []string{"--token", "x", "commands", "send", "--agent", "a", "--group", "g", "--to-server", "restart"}, "--agent and --group and --to-server"},
+		{"group and server", []string{"--token", "x", "commands", "send", "--group", "g", "--to-server", "reload-config"}, "--group and --to-server"},
+		{"empty agent", []string{"--token", "x", "commands", "send", "--agent", "", "restart"}, "--agent: empty agent id"},
+		{"empty group", []string{"--token", "x", "commands", "send", "--group=", "restart"}, "--group: empty group name"},
+		{"server false", []string{"--token", "x", "commands", "send", "--to-server=false", "restart"}, "--to-server=false names no target"},
+		{"no action", []string{"--token", "x", "commands", "send", "--group", "g"}, "accepts 1 arg"},
+		{"cancel neither", []string{"--token", "x", "commands", "cancel"}, "give a command ID or --order ORDER_ID"},
+		{"cancel both", []string{"--token", "x", "commands", "cancel", "c-1", "--order", "o-1"}, "give a command ID or --order ORDER_ID"},
+		{"cancel two", []string{"--token", "x", "commands", "cancel", "c-1", "c-2"}, "accepts at most 1 arg"},
+		{"commands list status", []string{"--token", "x", "commands", "list", "--status", "done"}, `--status "done"`},
+		{"orders status", []string{"--token", "x", "orders", "list", "--status", "ok"}, `--status "ok"`},
+		{"orders since", []string{"--token", "x", "orders", "list", "--since", "yesterday"}, `--since "yesterday": want a duration`},
+		{"orders since negative", []string{"--token", "x", "orders", "list", "--since", "-1h"}, `--since "-1h": want a positive duration`},
+		{"orders until", []string{"--token", "x", "orders", "list", "--until", "2026-13-01"}, `--until "2026-13-01"`},
+		{"orders limit", []string{"--token", "x", "orders", "list", "--limit", "-1"}, "--limit -1"},
+		{"orders show no id", []string{"--token", "x", "orders", "show"}, "accepts 1 arg"},
+		{"set-groups nothing", []string{"--token", "x", "agents", "set-groups", "a-1"}, "or --none"},
+		{"set-groups both", []string{"--token", "x", "agents", "set-groups", "a-1", "web", "--none"}, "exclusive"},
+		{"set-config no file", []string{"--token", "x", "groups", "set-config", "web"}, "--config-file is required"},
+		{"set-config missing file", []string{"--token", "x", "groups", "set-config", "web", "--config-file", "/nonexistent/web.yaml"}, "--config-file: open /nonexistent/web.yaml"},
+		{"create missing file", []string{"--token", "x", "groups", "create", "web", "--config-file", "/nonexistent/web.yaml"}, "--config-file"},
+		{"show config json", []string{"--token", "x", "groups", "show", "web", "--config", "-o", "json"}, "--config prints YAML"},
+		{"groups unknown", []string{"--token", "x", "groups", "frob"}, "unknown command"},
 		{"bad arg", []string{"--token", "x", "commands", "send", "--agent", "a", "restart", "--arg", "novalue"}, "KEY=VALUE"},
 		{"token and token file", []string{"--token", "x", "--token-file", "/nonexistent", "agents", "list"}, "exclusive"},
 		{"missing token file", []string{"--token-file", "/nonexistent/token", "agents", "list"}, "--token-file"},
@@ -509,7 +710,11 @@ func TestHelp(t *testing.T) {
 	for _, cmd := range [][]string{
 		{"enrollment-tokens", "create"}, {"enrollment-tokens", "list"}, {"enrollment-tokens", "revoke"},
 		{"agents", "list"}, {"agents", "show"}, {"agents", "delete"}, {"agents", "state"},
-		{"commands", "send"}, {"commands", "list"}, {"commands", "show"},
+		{"commands", "send"}, {"commands", "list"}, {"commands", "show"}, {"commands", "cancel"},
+		{"agents", "set-groups"},
+		{"orders", "list"}, {"orders", "show"},
+		{"groups", "create"}, {"groups", "list"}, {"groups", "show"}, {"groups", "set-config"}, {"groups", "delete"},
+		{"actions", "list"}, {"actions", "show"},
 	} {
 		r := runWith(t, nil, append(cmd, "--help")...).ok(t)
 		if !strings.Contains(r.stdout, "Examples:") {

@@ -29,8 +29,10 @@ var version = ""
 const defaultServer = "https://127.0.0.1:7444"
 
 const rootLong = `tetherctl drives a Tether server through its management API: it creates
-enrollment tokens, lists and removes agents, reads their state, and sends
-commands to them (optionally waiting for their results).
+enrollment tokens, lists and removes agents, reads their state, manages
+groups and their configuration, sends commands to an agent, a group or the
+server (optionally following their progress live), cancels them, and lists
+their orders.
 
 Connection:
   --server, --token or --token-file, and --ca-cert say where and who.
@@ -57,10 +59,13 @@ const rootExample = `  export TETHER_SERVER=https://tether.example.com:7444
   tetherctl enrollment-tokens create --group linux --ttl 24h
   tetherctl agents list --status active
   tetherctl commands send --agent 3f2c… restart --wait
+  tetherctl commands send --group web restart --wait
+  tetherctl orders list --status failure --since 1h
   tetherctl agents list -o json | jq -r '.items[].id'`
 
 // app holds the global flags and what every command needs.
 type app struct {
+	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
 
@@ -93,7 +98,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // runEnv is run with the environment read through getenv.
 func runEnv(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	a := &app{stdout: stdout, stderr: stderr, getenv: getenv}
+	return runIO(ctx, args, os.Stdin, stdout, stderr, getenv)
+}
+
+// runIO is runEnv reading the standard input from stdin.
+func runIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv}
 	root := a.rootCommand()
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -139,7 +149,8 @@ func (a *app) rootCommand() *cobra.Command {
 	pf.StringVarP(&a.output, "output", "o", "table", "`FORMAT` of the output: table or json")
 	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "time limit of each API call, as a `DURATION`")
 
-	root.AddCommand(a.tokensCommand(), a.agentsCommand(), a.commandsCommand())
+	root.AddCommand(a.tokensCommand(), a.agentsCommand(), a.groupsCommand(), a.commandsCommand(),
+		a.ordersCommand(), a.actionsCommand())
 	return root
 }
 
