@@ -1,15 +1,18 @@
 package mgmt_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,10 +47,18 @@ func loadDoc(t *testing.T) *openapi3.T {
 // against the OpenAPI document.
 type checker struct {
 	e      *env
+	doc    *openapi3.T
 	router routers.Router
 	opts   *openapi3filter.Options
+	mu     sync.Mutex // guards exercised: streams are read in the background
 	// exercised counts the 2xx answers of each operation.
 	exercised map[string]int
+}
+
+func init() {
+	// Event streams are validated as text: their events are checked one
+	// by one against the Progress schema.
+	openapi3filter.RegisterBodyDecoder("text/event-stream", openapi3filter.PlainBodyDecoder)
 }
 
 func newChecker(t *testing.T, e *env) *checker {
@@ -70,7 +81,7 @@ func newChecker(t *testing.T, e *env) *checker {
 			return nil
 		},
 	}
-	return &checker{e: e, router: router, opts: opts, exercised: map[string]int{}}
+	return &checker{e: e, doc: doc, router: router, opts: opts, exercised: map[string]int{}}
 }
 
 // call is one request of a scenario.
@@ -118,9 +129,90 @@ func (c *checker) do(t *testing.T, cl call) []byte {
 		t.Errorf("%s: %d response does not match the document: %v\nbody: %s", name, resp.StatusCode, err, body)
 	}
 	if resp.StatusCode/100 == 2 {
-		c.exercised[route.Method+" "+route.Path]++
+		c.mark(route.Method + " " + route.Path)
 	}
 	return body
+}
+
+func (c *checker) mark(op string) {
+	c.mu.Lock()
+	c.exercised[op]++
+	c.mu.Unlock()
+}
+
+// watch opens an event stream and reads it in the background: each event
+// must be a "progress" event whose data matches the Progress schema, and is
+// sent on the returned channel, closed when the stream ends. The request
+// and the whole answer are then validated against the document.
+func (c *checker) watch(t *testing.T, path, token string) <-chan api.Progress {
+	t.Helper()
+	req := c.e.request(t, "GET", path, token, nil)
+	req.Header.Set("Accept", "text/event-stream")
+	route, params, err := c.router.FindRoute(req)
+	if err != nil {
+		t.Fatalf("%s: not in the OpenAPI document: %v", path, err)
+	}
+	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route, Options: c.opts}
+	if err := openapi3filter.ValidateRequest(context.Background(), in); err != nil {
+		t.Errorf("%s: request does not match the document: %v", path, err)
+	}
+	resp, err := http.DefaultClient.Do(c.e.request(t, "GET", path, token, nil))
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		resp.Body.Close()
+		t.Fatalf("%s: status %d, content type %q; want 200 text/event-stream", path, resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	// Ends the stream if the test stops before it did.
+	t.Cleanup(func() { resp.Body.Close() })
+	schema := c.doc.Components.Schemas["Progress"].Value
+	events := make(chan api.Progress, 100)
+	go func() {
+		defer close(events)
+		defer resp.Body.Close()
+		var body bytes.Buffer
+		sc := bufio.NewScanner(io.TeeReader(resp.Body, &body))
+		var name, data string
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case line == "":
+				if name == "" && data == "" {
+					continue
+				}
+				if name != "progress" {
+					t.Errorf("%s: event %q, want progress", path, name)
+				}
+				var v any
+				if err := json.Unmarshal([]byte(data), &v); err != nil {
+					t.Errorf("%s: event data %q: %v", path, data, err)
+				} else if err := schema.VisitJSON(v); err != nil {
+					t.Errorf("%s: event data %s does not match the Progress schema: %v", path, data, err)
+				}
+				var p api.Progress
+				_ = json.Unmarshal([]byte(data), &p)
+				events <- p
+				name, data = "", ""
+			case strings.HasPrefix(line, ":"):
+			case strings.HasPrefix(line, "event: "):
+				name = strings.TrimPrefix(line, "event: ")
+			case strings.HasPrefix(line, "data: "):
+				data = strings.TrimPrefix(line, "data: ")
+			default:
+				t.Errorf("%s: unexpected line %q", path, line)
+			}
+		}
+		if err := sc.Err(); err != nil {
+			t.Errorf("%s: read stream: %v", path, err)
+		}
+		out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: resp.StatusCode, Header: resp.Header, Options: c.opts}
+		if err := openapi3filter.ValidateResponse(context.Background(), out.SetBodyBytes(body.Bytes())); err != nil {
+			t.Errorf("%s: response does not match the document: %v", path, err)
+		}
+		c.mark(route.Method + " " + route.Path)
+	}()
+	return events
 }
 
 // wantError checks an error body's code and field.
@@ -345,6 +437,7 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 
 	members := exerciseGroups(t, c, agent1, agent2)
 	exerciseOrders(t, c, members)
+	exerciseProgress(t, c, members)
 
 	// Revoke the enrollment token: it enrolls no more.
 	c.do(t, call{method: "DELETE", path: "/api/v1/enrollment-tokens/" + enroll.ID, token: operator, want: 204})
@@ -512,7 +605,7 @@ func TestOpenAPISchemasMatchAPITypes(t *testing.T) {
 		api.EnrollmentTokenList{}, api.StateEntry{}, api.StateList{}, api.Target{}, api.Action{},
 		api.CreateCommandRequest{}, api.Result{}, api.Order{}, api.Command{}, api.CommandList{}, api.Health{},
 		api.Group{}, api.GroupList{}, api.CreateGroupRequest{}, api.UpdateGroupRequest{}, api.SetAgentGroupsRequest{},
-		api.OrderList{}, api.CancelResponse{}, api.ActionSpec{}, api.ArgSpec{}, api.ActionList{},
+		api.OrderList{}, api.CancelResponse{}, api.ActionSpec{}, api.ArgSpec{}, api.ActionList{}, api.Progress{},
 	}
 	timeType, rawType := reflect.TypeFor[time.Time](), reflect.TypeFor[json.RawMessage]()
 	for _, v := range types {
@@ -895,6 +988,101 @@ func exerciseOrders(t *testing.T, c *checker, members []string) {
 			body: api.CreateCommandRequest{Target: api.Target{Type: "group", ID: "web"}, Action: api.Action{Name: "upgrade", Args: json.RawMessage(`{"version":"2"}`)}}}, "invalid", "action.args.sha256"},
 	}
 	for _, ec := range errCases {
+		t.Run(fmt.Sprintf("%d %s %s", ec.want, ec.method, ec.path), func(t *testing.T) {
+			wantError(t, c.do(t, ec.call), ec.code, ec.field)
+		})
+	}
+}
+
+// exerciseProgress follows a group command to its end on the progress
+// stream; members are the three agents of the group web.
+func exerciseProgress(t *testing.T, c *checker, members []string) {
+	t.Helper()
+	ctx := context.Background()
+	operator, viewer := c.e.tokens[tether.RoleOperator], c.e.tokens[tether.RoleViewer]
+	var cmd api.Command
+	decodeInto(t, c.do(t, call{method: "POST", path: "/api/v1/commands", token: operator, want: 201,
+		body: api.CreateCommandRequest{Target: api.Target{Type: "group", ID: "web"}, Action: api.Action{Name: "get-config"}}}), &cmd)
+	orderOf := map[string]string{}
+	for _, o := range cmd.Orders {
+		orderOf[o.AgentID] = o.OrderID
+	}
+	events := c.watch(t, "/api/v1/commands/"+cmd.ID+"/progress", viewer)
+	// await reads events until one satisfies ok.
+	await := func(what string, ok func(api.Progress) bool) api.Progress {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		for {
+			select {
+			case p, open := <-events:
+				if !open {
+					t.Fatalf("the stream ended before %s", what)
+				}
+				if p.RequestID != cmd.ID || p.Total != 3 || p.Pending+p.Sent+p.Success+p.Failure != 3 {
+					t.Errorf("event %+v: want the 3 orders of %s", p, cmd.ID)
+				}
+				if p.Done != (p.Pending+p.Sent == 0) {
+					t.Errorf("event %+v: done is wrong", p)
+				}
+				if ok(p) {
+					return p
+				}
+			case <-deadline:
+				t.Fatalf("no event shows %s", what)
+			}
+		}
+	}
+	await("the first counts", func(p api.Progress) bool { return p.Pending == 3 && !p.Done })
+
+	if _, err := c.e.store.DeliverOrders(ctx, members[0], nil, 10, time.Now().UTC()); err != nil {
+		t.Fatalf("deliver: %v", err)
+	}
+	await("the order sent", func(p api.Progress) bool { return p.Sent == 1 })
+	finish := func(i int, st tether.OrderStatus) {
+		t.Helper()
+		if _, err := c.e.store.FinishOrder(ctx, members[i], orderOf[members[i]], st, tether.Result{Message: string(st)}, time.Now().UTC()); err != nil {
+			t.Fatalf("finish: %v", err)
+		}
+	}
+	finish(0, tether.OrderSuccess)
+	await("a success", func(p api.Progress) bool { return p.Success == 1 && p.Sent == 0 })
+	finish(1, tether.OrderFailure)
+	await("a failure", func(p api.Progress) bool { return p.Failure == 1 })
+	var cancelled api.CancelResponse
+	decodeInto(t, c.do(t, call{method: "POST", path: "/api/v1/commands/" + cmd.ID + "/cancel", token: operator, want: 200}), &cancelled)
+	if cancelled.Cancelled != 1 {
+		t.Errorf("cancel: %+v, want 1", cancelled)
+	}
+	last := await("the end", func(p api.Progress) bool { return p.Done })
+	if last.Success != 1 || last.Failure != 2 {
+		t.Errorf("last event %+v; want 1 success and 2 failures", last)
+	}
+	select {
+	case p, open := <-events:
+		if open {
+			t.Errorf("event %+v after the done event", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the stream did not end after its done event")
+	}
+
+	// A finished command: one done event, and the end.
+	events = c.watch(t, "/api/v1/commands/"+cmd.ID+"/progress", viewer)
+	if p := <-events; !p.Done || p.Failure != 2 {
+		t.Errorf("stream of a finished command: %+v", p)
+	}
+	if _, open := <-events; open {
+		t.Errorf("the stream of a finished command goes on")
+	}
+
+	for _, ec := range []struct {
+		call
+		code, field string
+	}{
+		{call{method: "GET", path: "/api/v1/commands/" + uuid.NewString() + "/progress", token: viewer, want: 404}, "not_found", ""},
+		{call{method: "GET", path: "/api/v1/commands/not-a-uuid/progress", token: viewer, want: 400, invalid: true}, "invalid", "id"},
+		{call{method: "GET", path: "/api/v1/commands/" + cmd.ID + "/progress", token: c.e.tokens[tether.RoleRegistrar], want: 403}, "forbidden", ""},
+	} {
 		t.Run(fmt.Sprintf("%d %s %s", ec.want, ec.method, ec.path), func(t *testing.T) {
 			wantError(t, c.do(t, ec.call), ec.code, ec.field)
 		})

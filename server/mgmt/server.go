@@ -56,6 +56,14 @@ type Options struct {
 	Metrics http.Handler
 	// Now returns the current time (time.Now when nil).
 	Now func() time.Time
+	// Closing, when closed, ends the progress streams, so that a graceful
+	// shutdown does not wait for them (nil: never).
+	Closing <-chan struct{}
+	// ProgressInterval is how often a progress stream reads the counts of
+	// its command (0: 250ms); ProgressKeepAlive how long it stays silent
+	// before it sends a keep-alive comment (0: 15s).
+	ProgressInterval  time.Duration
+	ProgressKeepAlive time.Duration
 }
 
 // Server is the management API's HTTP handler.
@@ -92,6 +100,7 @@ func Routes() []Route {
 		{"POST", "/api/v1/commands", tether.PermCommandsWrite, (*Server).createCommand},
 		{"GET", "/api/v1/commands", tether.PermCommandsRead, (*Server).listCommands},
 		{"GET", "/api/v1/commands/{id}", tether.PermCommandsRead, (*Server).getCommand},
+		{"GET", "/api/v1/commands/{id}/progress", tether.PermCommandsRead, (*Server).commandProgress},
 		{"POST", "/api/v1/commands/{id}/cancel", tether.PermCommandsWrite, (*Server).cancelCommand},
 		{"GET", "/api/v1/orders", tether.PermCommandsRead, (*Server).listOrders},
 		{"GET", "/api/v1/orders/{id}", tether.PermCommandsRead, (*Server).getOrder},
@@ -113,6 +122,12 @@ func New(o Options) *Server {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.ProgressInterval <= 0 {
+		o.ProgressInterval = defaultProgressInterval
+	}
+	if o.ProgressKeepAlive <= 0 {
+		o.ProgressKeepAlive = defaultProgressKeepAlive
 	}
 	if o.Groups == nil {
 		o.Groups = &group.Service{Store: o.Store, Notifier: o.Notifier, Now: o.Now}
