@@ -117,7 +117,7 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 	})
 	api := mgmt.New(mgmt.Options{
 		Store: n.store, Commands: &command.Manager{Store: n.store, Notifier: hub, Metrics: mx}, Notifier: hub,
-		Metrics:  mx.Handler(),
+		Metrics: mx.Handler(), Closing: n.closing,
 		Presence: seen, Log: log.With("api", "management"), PollWindow: time.Duration(cfg.PollWait),
 		CommsURLs: cfg.CommsURLs, CommsPort: commsPort, AgentChanged: svc.Forget,
 		Ready: func(context.Context) error {
