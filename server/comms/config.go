@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"strconv"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -61,5 +60,3 @@ func MergedConfig(ctx context.Context, store tether.ConfigStore, groups []string
 	sum := sha256.Sum256(canon)
 	return merged, hex.EncodeToString(sum[:8]), nil
 }
-
-func fieldIndex(name string, i int) string { return name + "[" + strconv.Itoa(i) + "]" }

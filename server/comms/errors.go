@@ -36,25 +36,6 @@ func ConnectCode(c tether.Code) connect.Code {
 	return connect.CodeInternal
 }
 
-// DomainCode returns the domain error code for a Connect code (the reverse
-// mapping, used by clients that speak in domain terms).
-func DomainCode(c connect.Code) tether.Code {
-	switch c {
-	case connect.CodeInvalidArgument:
-		return tether.EINVALID
-	case connect.CodeUnauthenticated:
-		return tether.EUNAUTHORIZED
-	case connect.CodePermissionDenied:
-		return tether.EFORBIDDEN
-	}
-	for dc, cc := range codes {
-		if cc == c && dc != tether.ETOOLARGE && dc != tether.EEXPIRED && dc != tether.EGONE {
-			return dc
-		}
-	}
-	return tether.EINTERNAL
-}
-
 // fail counts a refused call and converts its error for the wire.
 func (s *Service) fail(method string, err error) error {
 	ce := toConnect(s.o.Log, method, err)

@@ -1,6 +1,7 @@
 package comms
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -88,8 +89,8 @@ func FuzzReportResults(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var req commsv1.ReportResultsRequest
 		if proto.Unmarshal(data, &req) == nil {
-			for i, r := range req.Results {
-				id, st, _, err := resultFromProto(fieldIndex("results", i), r)
+			for _, r := range req.Results {
+				id, st, _, err := resultFromProto(r)
 				if err == nil && (!tether.ValidID(id) || !st.Finished()) {
 					t.Fatalf("accepted result %v", r)
 				}
@@ -112,5 +113,26 @@ func TestEveryCodeMapsToConnect(t *testing.T) {
 		if _, ok := codes[c]; !ok {
 			t.Errorf("code %s has no Connect code", c)
 		}
+	}
+}
+
+func TestErrorsNameTheElementAtFault(t *testing.T) {
+	good := &commsv1.Event{Id: "e", Module: "m", Type: "t", CollectedAt: timestamppb.Now()}
+	bad := &commsv1.Event{Id: "e", Module: "Bad", Type: "t", CollectedAt: timestamppb.Now()}
+	_, err := convertBatch(1, []*commsv1.StatefulEvent{
+		{Event: good, Key: "k", Op: commsv1.StateOp_STATE_OP_DELETE},
+		{Event: bad, Key: "k", Op: commsv1.StateOp_STATE_OP_DELETE},
+	}, statefulFromProto)
+	e, ok := err.(*tether.Error)
+	if !ok || e.Field != "events[1].event.module" || !strings.HasPrefix(e.Message, "events[1].event.module: want") {
+		t.Fatalf("nested error: %#v", err)
+	}
+	_, err = convertBatch(1, []*commsv1.Event{good, nil}, eventFromProto)
+	if e, ok := err.(*tether.Error); !ok || e.Field != "events[1]" || e.Message != "events[1]: missing event" {
+		t.Fatalf("missing element: %#v", err)
+	}
+	_, err = convertBatch(1, []*commsv1.Event{{Id: "e", Module: "m", Type: "t", CollectedAt: timestamppb.Now(), Payload: make([]byte, maxPayloadBytes+1), Encoding: commsv1.PayloadEncoding_PAYLOAD_ENCODING_PROTOBUF}}, eventFromProto)
+	if e, ok := err.(*tether.Error); !ok || e.Code != tether.ETOOLARGE || e.Field != "events[0].payload" {
+		t.Fatalf("large payload: %#v", err)
 	}
 }

@@ -26,7 +26,8 @@ func (s *Service) PollCommands(ctx context.Context, req *connect.Request[commsv1
 	// query and the wait still wakes this poll.
 	wake, release := s.o.Notifier.Subscribe(a.ID)
 	defer release()
-	defer s.o.Presence.Seen(a.ID, time.Now().UTC())
+	// Seen at the end too: the agent was connected for the whole wait.
+	defer func() { s.o.Presence.Seen(a.ID, time.Now().UTC()) }()
 
 	orders, err := s.o.Store.DeliverOrders(ctx, a.ID, received, limit, s.o.Now().UTC())
 	if err != nil {
@@ -45,8 +46,11 @@ func (s *Service) PollCommands(ctx context.Context, req *connect.Request[commsv1
 			case <-s.o.Closing:
 				break wait
 			case <-wake:
-				// A wake-up is also how a deletion reaches waiting polls.
-				if _, err := s.agent(ctx, a.ID, true); err != nil {
+				// A wake-up is also how a deletion reaches waiting polls:
+				// deleting through this node drops the cached record
+				// (Forget), so this reads the store only then, or once the
+				// cache entry is older than agentCacheTTL.
+				if _, err := s.agent(ctx, a.ID); err != nil {
 					return nil, s.fail(method, err)
 				}
 				orders, err = s.o.Store.DeliverOrders(ctx, a.ID, nil, limit, s.o.Now().UTC())
@@ -116,9 +120,9 @@ func (s *Service) ReportResults(ctx context.Context, req *connect.Request[commsv
 	}
 	list := make([]parsed, 0, len(req.Msg.Results))
 	for i, r := range req.Msg.Results {
-		id, st, res, err := resultFromProto(fieldIndex("results", i), r)
+		id, st, res, err := resultFromProto(r)
 		if err != nil {
-			return nil, s.fail(method, err)
+			return nil, s.fail(method, under(fieldIndex("results", i), err))
 		}
 		list = append(list, parsed{id, st, res})
 	}

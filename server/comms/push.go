@@ -2,7 +2,6 @@ package comms
 
 import (
 	"context"
-	"fmt"
 
 	"connectrpc.com/connect"
 
@@ -46,7 +45,7 @@ func (s *Service) PushStateful(ctx context.Context, req *connect.Request[commsv1
 	return connect.NewResponse(&commsv1.PushStatefulResponse{Accepted: uint32(n), Duplicate: dup}), nil
 }
 
-func convertBatch[T any](seq uint64, in []T, conv func(string, T) (tether.Event, error)) ([]tether.Event, error) {
+func convertBatch[T any](seq uint64, in []T, conv func(T) (tether.Event, error)) ([]tether.Event, error) {
 	switch {
 	case seq == 0:
 		return nil, tether.FieldError("sequence", "required: the batch sequence number, from 1")
@@ -57,9 +56,9 @@ func convertBatch[T any](seq uint64, in []T, conv func(string, T) (tether.Event,
 	}
 	out := make([]tether.Event, len(in))
 	for i, e := range in {
-		ev, err := conv(fmt.Sprintf("events[%d]", i), e)
+		ev, err := conv(e)
 		if err != nil {
-			return nil, err
+			return nil, under(fieldIndex("events", i), err)
 		}
 		out[i] = ev
 	}
@@ -97,8 +96,13 @@ func (s *Service) ingest(ctx context.Context, a *tether.Agent, seq uint64, state
 		return 0, false, err
 	}
 	if accepted && s.o.Metrics != nil {
-		for _, e := range events {
-			s.o.Metrics.EventsReceived(e.Module, 1, len(e.Payload))
+		// One counter update per module, not per event.
+		for i := 0; i < len(events); {
+			module, n, size := events[i].Module, 0, 0
+			for ; i < len(events) && events[i].Module == module; i++ {
+				n, size = n+1, size+len(events[i].Payload)
+			}
+			s.o.Metrics.EventsReceived(module, n, size)
 		}
 	}
 	return len(events), !accepted, nil

@@ -131,7 +131,7 @@ func (s *Service) authenticate(ctx context.Context, h http.Header) (*tether.Agen
 	if err != nil {
 		return nil, err
 	}
-	a, err := s.agent(ctx, id, false)
+	a, err := s.agent(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -139,17 +139,15 @@ func (s *Service) authenticate(ctx context.Context, h http.Header) (*tether.Agen
 	return a, nil
 }
 
-// agent returns the agent record, from a short-lived cache unless fresh is
-// set. A deleted agent is EFORBIDDEN, a disabled one too.
-func (s *Service) agent(ctx context.Context, id string, fresh bool) (*tether.Agent, error) {
+// agent returns the agent record from a short-lived cache. A deleted agent
+// is EFORBIDDEN, a disabled one too.
+func (s *Service) agent(ctx context.Context, id string) (*tether.Agent, error) {
 	now := time.Now()
-	if !fresh {
-		s.mu.Lock()
-		c, ok := s.agents[id]
-		s.mu.Unlock()
-		if ok && now.Sub(c.at) < agentCacheTTL {
-			return checkAgent(id, c.agent)
-		}
+	s.mu.Lock()
+	c, ok := s.agents[id]
+	s.mu.Unlock()
+	if ok && now.Sub(c.at) < agentCacheTTL {
+		return checkAgent(id, c.agent)
 	}
 	a, err := s.o.Store.Agent(ctx, id)
 	if err != nil && tether.ErrorCode(err) != tether.ENOTFOUND {
