@@ -108,16 +108,6 @@ func (e *APIError) Error() string {
 // variable segment with url.PathEscape. Non-2xx answers become *APIError;
 // transport failures are described in one line.
 func (c *Client) Do(ctx context.Context, method, path string, query url.Values, body, out any) error {
-	unescaped, err := url.PathUnescape(path)
-	if err != nil {
-		return fmt.Errorf("request path %q: %w", path, err)
-	}
-	u := *c.base
-	u.Path = c.base.Path + unescaped
-	u.RawPath = c.base.EscapedPath() + path
-	if len(query) > 0 {
-		u.RawQuery = query.Encode()
-	}
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -126,7 +116,7 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	req, err := c.newRequest(ctx, method, path, query, rd)
 	if err != nil {
 		return err
 	}
@@ -134,9 +124,6 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return describeTransportError(c.base.Host, err)
@@ -147,12 +134,7 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 		return fmt.Errorf("read answer from %s: %w", c.base.Host, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		ae := &APIError{Status: resp.StatusCode}
-		var er ErrorResponse
-		if json.Unmarshal(data, &er) == nil {
-			ae.Code, ae.Message, ae.Field = er.Error.Code, er.Error.Message, er.Error.Field
-		}
-		return ae
+		return apiError(resp.StatusCode, data)
 	}
 	if out != nil && len(data) > 0 {
 		if err := json.Unmarshal(data, out); err != nil {
@@ -160,6 +142,48 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 		}
 	}
 	return nil
+}
+
+// call is Do for the methods that answer one T.
+func call[T any](ctx context.Context, c *Client, method, path string, query url.Values, body any) (*T, error) {
+	var out T
+	if err := c.Do(ctx, method, path, query, body, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// newRequest returns a request for path (escaped as Do takes it) on the
+// server, with the client's bearer token.
+func (c *Client) newRequest(ctx context.Context, method, path string, query url.Values, body io.Reader) (*http.Request, error) {
+	unescaped, err := url.PathUnescape(path)
+	if err != nil {
+		return nil, fmt.Errorf("request path %q: %w", path, err)
+	}
+	u := *c.base
+	u.Path = c.base.Path + unescaped
+	u.RawPath = c.base.EscapedPath() + path
+	if len(query) > 0 {
+		u.RawQuery = query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return nil, err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	return req, nil
+}
+
+// apiError makes a non-2xx answer an *APIError.
+func apiError(status int, body []byte) *APIError {
+	ae := &APIError{Status: status}
+	var er ErrorResponse
+	if json.Unmarshal(body, &er) == nil {
+		ae.Code, ae.Message, ae.Field = er.Error.Code, er.Error.Message, er.Error.Field
+	}
+	return ae
 }
 
 func describeTransportError(host string, err error) error {
@@ -191,9 +215,5 @@ func describeTransportError(host string, err error) error {
 // RegisterAgent registers (enrolls) an agent; the client's token must be an
 // enrollment token or carry the agents:register permission.
 func (c *Client) RegisterAgent(ctx context.Context, req RegisterAgentRequest) (*RegisterAgentResponse, error) {
-	var out RegisterAgentResponse
-	if err := c.Do(ctx, http.MethodPost, "/api/v1/agents", nil, req, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return call[RegisterAgentResponse](ctx, c, http.MethodPost, "/api/v1/agents", nil, req)
 }

@@ -78,11 +78,7 @@ func (c *Command) Progress() Progress {
 // CreateEnrollmentToken creates an enrollment token. The answer is the only
 // one that carries the token's secret (EnrollmentToken.Token).
 func (c *Client) CreateEnrollmentToken(ctx context.Context, req CreateEnrollmentTokenRequest) (*EnrollmentToken, error) {
-	var out EnrollmentToken
-	if err := c.Do(ctx, http.MethodPost, "/api/v1/enrollment-tokens", nil, req, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return call[EnrollmentToken](ctx, c, http.MethodPost, "/api/v1/enrollment-tokens", nil, req)
 }
 
 // ListEnrollmentTokens lists enrollment tokens; includeRevoked also returns
@@ -92,11 +88,7 @@ func (c *Client) ListEnrollmentTokens(ctx context.Context, includeRevoked bool) 
 	if includeRevoked {
 		q = url.Values{"all": {"true"}}
 	}
-	var out EnrollmentTokenList
-	if err := c.Do(ctx, http.MethodGet, "/api/v1/enrollment-tokens", q, nil, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return call[EnrollmentTokenList](ctx, c, http.MethodGet, "/api/v1/enrollment-tokens", q, nil)
 }
 
 // RevokeEnrollmentToken revokes an enrollment token by id.
@@ -135,11 +127,7 @@ func (q AgentQuery) values() url.Values {
 
 // ListAgents returns one page of agents.
 func (c *Client) ListAgents(ctx context.Context, q AgentQuery) (*AgentList, error) {
-	var out AgentList
-	if err := c.Do(ctx, http.MethodGet, "/api/v1/agents", q.values(), nil, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return call[AgentList](ctx, c, http.MethodGet, "/api/v1/agents", q.values(), nil)
 }
 
 // GetAgent returns one agent.
@@ -147,11 +135,7 @@ func (c *Client) GetAgent(ctx context.Context, id string) (*Agent, error) {
 	if id == "" {
 		return nil, errors.New("get agent: empty id")
 	}
-	var out Agent
-	if err := c.Do(ctx, http.MethodGet, "/api/v1/agents/"+url.PathEscape(id), nil, nil, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return call[Agent](ctx, c, http.MethodGet, "/api/v1/agents/"+url.PathEscape(id), nil, nil)
 }
 
 // DeleteAgent removes an agent; its credentials stop working.
@@ -172,20 +156,12 @@ func (c *Client) AgentState(ctx context.Context, id, module string) (*StateList,
 	if module != "" {
 		path += "/" + url.PathEscape(module)
 	}
-	var out StateList
-	if err := c.Do(ctx, http.MethodGet, path, nil, nil, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return call[StateList](ctx, c, http.MethodGet, path, nil, nil)
 }
 
 // CreateCommand creates a command request; the answer carries its orders.
 func (c *Client) CreateCommand(ctx context.Context, req CreateCommandRequest) (*Command, error) {
-	var out Command
-	if err := c.Do(ctx, http.MethodPost, "/api/v1/commands", nil, req, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return call[Command](ctx, c, http.MethodPost, "/api/v1/commands", nil, req)
 }
 
 // CommandQuery filters ListCommands. Zero fields do not filter.
@@ -214,11 +190,7 @@ func (q CommandQuery) values() url.Values {
 // ListCommands returns one page of command requests, newest first, with
 // their order counts but without their orders.
 func (c *Client) ListCommands(ctx context.Context, q CommandQuery) (*CommandList, error) {
-	var out CommandList
-	if err := c.Do(ctx, http.MethodGet, "/api/v1/commands", q.values(), nil, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return call[CommandList](ctx, c, http.MethodGet, "/api/v1/commands", q.values(), nil)
 }
 
 // GetCommand returns a command request with its orders.
@@ -226,11 +198,7 @@ func (c *Client) GetCommand(ctx context.Context, id string) (*Command, error) {
 	if id == "" {
 		return nil, errors.New("get command: empty id")
 	}
-	var out Command
-	if err := c.Do(ctx, http.MethodGet, "/api/v1/commands/"+url.PathEscape(id), nil, nil, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return call[Command](ctx, c, http.MethodGet, "/api/v1/commands/"+url.PathEscape(id), nil, nil)
 }
 
 // CancelCommand cancels every order of a command that has not finished:
@@ -239,20 +207,12 @@ func (c *Client) CancelCommand(ctx context.Context, id string) (*CancelResponse,
 	if id == "" {
 		return nil, errors.New("cancel command: empty id")
 	}
-	var out CancelResponse
-	if err := c.Do(ctx, http.MethodPost, "/api/v1/commands/"+url.PathEscape(id)+"/cancel", nil, nil, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return call[CancelResponse](ctx, c, http.MethodPost, "/api/v1/commands/"+url.PathEscape(id)+"/cancel", nil, nil)
 }
 
 // ListActions describes the built-in actions and their arguments.
 func (c *Client) ListActions(ctx context.Context) (*ActionList, error) {
-	var out ActionList
-	if err := c.Do(ctx, http.MethodGet, "/api/v1/actions", nil, nil, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return call[ActionList](ctx, c, http.MethodGet, "/api/v1/actions", nil, nil)
 }
 
 func setNonEmpty(v url.Values, key, val string) {

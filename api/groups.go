@@ -9,20 +9,12 @@ import (
 
 // CreateGroup creates a group, with a configuration when req.Config is set.
 func (c *Client) CreateGroup(ctx context.Context, req CreateGroupRequest) (*Group, error) {
-	var out Group
-	if err := c.Do(ctx, http.MethodPost, "/api/v1/groups", nil, req, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return call[Group](ctx, c, http.MethodPost, "/api/v1/groups", nil, req)
 }
 
 // ListGroups lists every group.
 func (c *Client) ListGroups(ctx context.Context) (*GroupList, error) {
-	var out GroupList
-	if err := c.Do(ctx, http.MethodGet, "/api/v1/groups", nil, nil, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return call[GroupList](ctx, c, http.MethodGet, "/api/v1/groups", nil, nil)
 }
 
 // GetGroup returns one group with its configuration.
@@ -30,11 +22,7 @@ func (c *Client) GetGroup(ctx context.Context, name string) (*Group, error) {
 	if name == "" {
 		return nil, errors.New("get group: empty name")
 	}
-	var out Group
-	if err := c.Do(ctx, http.MethodGet, groupPath(name), nil, nil, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return call[Group](ctx, c, http.MethodGet, groupPath(name), nil, nil)
 }
 
 // UpdateGroup changes the fields of req that are set; a new configuration
@@ -43,11 +31,7 @@ func (c *Client) UpdateGroup(ctx context.Context, name string, req UpdateGroupRe
 	if name == "" {
 		return nil, errors.New("update group: empty name")
 	}
-	var out Group
-	if err := c.Do(ctx, http.MethodPatch, groupPath(name), nil, req, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return call[Group](ctx, c, http.MethodPatch, groupPath(name), nil, req)
 }
 
 // DeleteGroup deletes a group; its agents leave it.
@@ -67,11 +51,7 @@ func (c *Client) SetAgentGroups(ctx context.Context, id string, req SetAgentGrou
 	if req.Groups == nil {
 		req.Groups = []string{} // "groups": [] rather than null
 	}
-	var out Agent
-	if err := c.Do(ctx, http.MethodPut, "/api/v1/agents/"+url.PathEscape(id)+"/groups", nil, req, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return call[Agent](ctx, c, http.MethodPut, "/api/v1/agents/"+url.PathEscape(id)+"/groups", nil, req)
 }
 
 func groupPath(name string) string { return "/api/v1/groups/" + url.PathEscape(name) }

@@ -55,11 +55,7 @@ func (q OrderQuery) values() url.Values {
 
 // ListOrders returns one page of orders; OrderList.Next continues it.
 func (c *Client) ListOrders(ctx context.Context, q OrderQuery) (*OrderList, error) {
-	var out OrderList
-	if err := c.Do(ctx, http.MethodGet, "/api/v1/orders", q.values(), nil, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return call[OrderList](ctx, c, http.MethodGet, "/api/v1/orders", q.values(), nil)
 }
 
 // AllOrders lists the orders of q from q.Cursor to the end, following the
@@ -90,11 +86,7 @@ func (c *Client) GetOrder(ctx context.Context, id string) (*Order, error) {
 	if id == "" {
 		return nil, errors.New("get order: empty id")
 	}
-	var out Order
-	if err := c.Do(ctx, http.MethodGet, "/api/v1/orders/"+url.PathEscape(id), nil, nil, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return call[Order](ctx, c, http.MethodGet, "/api/v1/orders/"+url.PathEscape(id), nil, nil)
 }
 
 // CancelOrder cancels one order if it has not finished: it fails
@@ -104,9 +96,5 @@ func (c *Client) CancelOrder(ctx context.Context, id string) (*CancelResponse, e
 	if id == "" {
 		return nil, errors.New("cancel order: empty id")
 	}
-	var out CancelResponse
-	if err := c.Do(ctx, http.MethodPost, "/api/v1/orders/"+url.PathEscape(id)+"/cancel", nil, nil, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return call[CancelResponse](ctx, c, http.MethodPost, "/api/v1/orders/"+url.PathEscape(id)+"/cancel", nil, nil)
 }

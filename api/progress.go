@@ -47,15 +47,12 @@ func (c *Client) WatchProgress(ctx context.Context, id string, fn func(Progress)
 	timer := time.AfterFunc(idle, func() { cancel(errStreamIdle) })
 	defer timer.Stop()
 
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.endpoint("/api/v1/commands/"+url.PathEscape(id)+"/progress"), nil)
+	req, err := c.newRequest(ctx, http.MethodGet, "/api/v1/commands/"+url.PathEscape(id)+"/progress", nil, nil)
 	if err != nil {
 		return last, err
 	}
 	req.Header.Set("Accept", "text/event-stream")
 	req.Header.Set("Cache-Control", "no-cache")
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
 	// The client's Timeout would cut the stream: the idle timer stands in.
 	hc := *c.http
 	hc.Timeout = 0
@@ -101,26 +98,6 @@ func (c *Client) WatchProgress(ctx context.Context, id string, fn func(Progress)
 			return p, nil
 		}
 	}
-}
-
-// endpoint is the URL of path (escaped as Do wants it) on the server.
-func (c *Client) endpoint(path string) string {
-	u := *c.base
-	u.RawPath = c.base.EscapedPath() + path
-	if p, err := url.PathUnescape(u.RawPath); err == nil {
-		u.Path = p
-	}
-	return u.String()
-}
-
-// apiError makes a non-2xx answer an *APIError, as Do does.
-func apiError(status int, body []byte) *APIError {
-	ae := &APIError{Status: status}
-	var er ErrorResponse
-	if json.Unmarshal(body, &er) == nil {
-		ae.Code, ae.Message, ae.Field = er.Error.Code, er.Error.Message, er.Error.Field
-	}
-	return ae
 }
 
 // idleReader pushes the timer t back by d whenever bytes arrive.
