@@ -41,7 +41,8 @@ type Node struct {
 	CACertFile string
 	// AdminToken is the bootstrap admin token (read from DATA/admin.token).
 	AdminToken string
-	// FirstStart is true when this start initialised the data directory.
+	// FirstStart is true when this start initialised the data directory
+	// (it created the bootstrap admin token).
 	FirstStart bool
 
 	log     *slog.Logger
@@ -64,8 +65,7 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
 	dbPath := filepath.Join(cfg.DataDir, "tether.db")
-	_, statErr := os.Stat(dbPath)
-	n = &Node{log: log, cfg: cfg, closing: make(chan struct{}), errc: make(chan error, 4), FirstStart: errors.Is(statErr, os.ErrNotExist)}
+	n = &Node{log: log, cfg: cfg, closing: make(chan struct{}), errc: make(chan error, 4)}
 	partial := n // the return statements below set n to nil on failure
 	defer func() {
 		if err != nil {

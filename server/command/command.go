@@ -63,24 +63,16 @@ func (m *Manager) Create(ctx context.Context, n New) (*tether.CommandRequest, []
 	}
 	var orders []*tether.Order
 	switch n.Target.Type {
-	case tether.TargetAgent:
-		if _, err := m.Store.Agent(ctx, n.Target.ID); tether.ErrorCode(err) == tether.ENOTFOUND {
-			return nil, nil, tether.FieldError("target.id", "no agent %q", n.Target.ID)
-		} else if err != nil {
-			return nil, nil, err
-		}
+	case tether.TargetAgent, tether.TargetServer:
+		// One order; a server order has no agent and a server node claims
+		// it. The store refuses an order for an unknown agent.
 		o := tmpl
 		o.ID, o.AgentID = uuid.NewString(), n.Target.ID
 		orders = []*tether.Order{&o}
-		if err := m.Store.CreateCommand(ctx, req, orders); err != nil {
-			return nil, nil, err
-		}
-	case tether.TargetServer:
-		// One order with no agent: a server node claims and runs it.
-		o := tmpl
-		o.ID = uuid.NewString()
-		orders = []*tether.Order{&o}
-		if err := m.Store.CreateCommand(ctx, req, orders); err != nil {
+		err := m.Store.CreateCommand(ctx, req, orders)
+		if tether.ErrorCode(err) == tether.ENOTFOUND {
+			return nil, nil, tether.FieldError("target.id", "no agent %q", n.Target.ID)
+		} else if err != nil {
 			return nil, nil, err
 		}
 	case tether.TargetGroup:

@@ -31,7 +31,7 @@ func (h *Hub) Subscribe(agentID string) (<-chan struct{}, func()) {
 	return ch, func() {
 		h.mu.Lock()
 		delete(m, ch)
-		if len(m) == 0 && h.subs[agentID] != nil && len(h.subs[agentID]) == 0 {
+		if len(m) == 0 { // m is still h.subs[agentID]: it is removed only when empty
 			delete(h.subs, agentID)
 		}
 		h.mu.Unlock()
