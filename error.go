@@ -101,10 +101,6 @@ func ErrorMessage(err error) string {
 	return "internal error"
 }
 
-// ErrNotFound is returned by stores for a missing entity; callers that
-// branch on it use errors.Is or ErrorCode.
-var ErrNotFound = &Error{Code: ENOTFOUND, Message: "not found"}
-
 // NotFound returns an ENOTFOUND error for the named kind and id.
 func NotFound(kind, id string) *Error {
 	return &Error{Code: ENOTFOUND, Message: fmt.Sprintf("%s %q not found", kind, id)}
