@@ -42,9 +42,7 @@ func (s *Server) createCommand(w http.ResponseWriter, r *http.Request, caller *t
 	slices.SortFunc(orders, func(a, b *tether.Order) int {
 		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), strings.Compare(a.ID, b.ID))
 	})
-	out := commandJSON(cr, countOrders(orders))
-	out.Orders = ordersJSON(orders[:min(len(orders), tether.MaxOrderLimit)])
-	writeJSON(w, http.StatusCreated, out)
+	writeJSON(w, http.StatusCreated, commandWithOrders(cr, orders))
 	return nil
 }
 
@@ -95,19 +93,21 @@ func (s *Server) getCommand(w http.ResponseWriter, r *http.Request, _ *tether.To
 	if err != nil {
 		return err
 	}
-	out := commandJSON(cr, countOrders(orders))
-	out.Orders = ordersJSON(orders[:min(len(orders), tether.MaxOrderLimit)])
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, commandWithOrders(cr, orders))
 	return nil
 }
 
-// countOrders counts orders by status.
-func countOrders(orders []*tether.Order) map[tether.OrderStatus]int {
+// commandWithOrders describes a request with all its orders (sorted as
+// GET /api/v1/orders?request= lists them): counts of them all, and the
+// first page of them.
+func commandWithOrders(cr *tether.CommandRequest, orders []*tether.Order) api.Command {
 	counts := map[tether.OrderStatus]int{}
 	for _, o := range orders {
 		counts[o.Status]++
 	}
-	return counts
+	out := commandJSON(cr, counts)
+	out.Orders = ordersJSON(orders[:min(len(orders), tether.MaxOrderLimit)])
+	return out
 }
 
 // commandJSON describes a request whose orders are counts (by status;
