@@ -72,9 +72,10 @@ func (s *Server) deleteGroup(w http.ResponseWriter, r *http.Request, _ *tether.T
 }
 
 func (s *Server) setAgentGroups(w http.ResponseWriter, r *http.Request, _ *tether.Token) error {
-	a, err := s.agentParam(r)
-	if err != nil {
-		return err
+	// The service reads the agent: an unknown one is not found there.
+	id := r.PathValue("id")
+	if !tether.ValidID(id) {
+		return tether.FieldError("id", "want an agent id (a lowercase UUID)")
 	}
 	var req api.SetAgentGroupsRequest
 	if err := decode(r, &req); err != nil {
@@ -83,9 +84,9 @@ func (s *Server) setAgentGroups(w http.ResponseWriter, r *http.Request, _ *tethe
 	if req.Groups == nil {
 		return tether.FieldError("groups", "required: the agent's full list of groups ([] for none)")
 	}
-	a, err = s.o.Groups.SetAgentGroups(r.Context(), a.ID, req.Groups)
+	a, err := s.o.Groups.SetAgentGroups(r.Context(), id, req.Groups)
 	if tether.ErrorCode(err) == tether.ENOTFOUND {
-		return tether.NotFound("agent", r.PathValue("id"))
+		return tether.NotFound("agent", id)
 	} else if err != nil {
 		return err
 	}
