@@ -167,9 +167,6 @@ func (s *Service) SetAgentGroups(ctx context.Context, agentID string, groups []s
 
 // wakeMembers wakes the long-polls of every member of the group.
 func (s *Service) wakeMembers(ctx context.Context, name string) error {
-	if s.Notifier == nil {
-		return nil
-	}
 	ids, err := s.members(ctx, name)
 	if err != nil {
 		return err
@@ -178,7 +175,8 @@ func (s *Service) wakeMembers(ctx context.Context, name string) error {
 	return nil
 }
 
-// members returns the ids of every member of the group, a page at a time.
+// members returns the ids of every member of the group, a page at a time,
+// to wake them: none without a Notifier.
 func (s *Service) members(ctx context.Context, name string) ([]string, error) {
 	if s.Notifier == nil {
 		return nil, nil
