@@ -95,6 +95,9 @@ func Open(dir string, opts Options) (*Sink, error) {
 	}
 	s := &Sink{dir: dir, opts: opts, seq: seq}
 	if err := s.rotate(); err != nil {
+		if s.f != nil {
+			s.f.Close() // created, but its directory entry was not synced
+		}
 		return nil, err
 	}
 	return s, nil
