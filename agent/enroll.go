@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -68,22 +67,18 @@ func Enroll(ctx context.Context, opts EnrollOptions) (Identity, error) {
 		}
 	}
 
-	// Reuse the installation's id (and prove it with its key) if enrolled.
+	// Reuse the installation's id (and prove it with its key) if enrolled,
+	// even when identity.json is incomplete.
 	id, key := uuid.NewString(), ""
-	prev, err := LoadIdentity(opts.DataDir)
+	prev, err := readIdentity(opts.DataDir)
 	switch {
-	case err == nil:
-		id, key = strings.ToLower(prev.AgentID), prev.AgentKey
 	case errors.Is(err, ErrNotEnrolled):
-	default:
-		if b, rerr := os.ReadFile(filepath.Join(opts.DataDir, IdentityFile)); rerr == nil {
-			var partial Identity
-			if json.Unmarshal(b, &partial) == nil && partial.AgentID != "" {
-				id, key = strings.ToLower(partial.AgentID), partial.AgentKey
-				break
-			}
-		}
+	case err != nil:
 		return Identity{}, err
+	case prev.AgentID != "":
+		id, key = strings.ToLower(prev.AgentID), prev.AgentKey
+	default:
+		return Identity{}, prev.checkComplete(opts.DataDir)
 	}
 
 	host, _ := os.Hostname()
@@ -147,12 +142,8 @@ func Enroll(ctx context.Context, opts EnrollOptions) (Identity, error) {
 	} else if err := os.Remove(caPath); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return Identity{}, fmt.Errorf("remove stale %s: %w", caPath, err)
 	}
-	b, err := json.MarshalIndent(ident, "", "  ")
-	if err != nil {
-		return Identity{}, err
-	}
 	path := filepath.Join(opts.DataDir, IdentityFile)
-	if err := writeFileAtomic(path, append(b, '\n'), 0o600); err != nil {
+	if err := writeJSONFile(path, ident, 0o600); err != nil {
 		return Identity{}, fmt.Errorf("write %s: %w", path, err)
 	}
 	return ident, nil

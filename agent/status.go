@@ -1,11 +1,9 @@
 package agent
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"time"
 )
@@ -51,14 +49,11 @@ var ErrNoStatus = errors.New("no status yet: the agent has not run")
 // ReadStatus reads DATA_DIR/status.json.
 func ReadStatus(dataDir string) (Status, error) {
 	var s Status
-	b, err := os.ReadFile(filepath.Join(dataDir, StatusFile))
+	err := readJSONFile(filepath.Join(dataDir, StatusFile), &s)
 	if errors.Is(err, fs.ErrNotExist) {
 		return s, ErrNoStatus
 	}
 	if err != nil {
-		return s, fmt.Errorf("read status: %w", err)
-	}
-	if err := json.Unmarshal(b, &s); err != nil {
 		return s, fmt.Errorf("read status: %w", err)
 	}
 	return s, nil
@@ -66,11 +61,7 @@ func ReadStatus(dataDir string) (Status, error) {
 
 // WriteStatus writes DATA_DIR/status.json atomically.
 func WriteStatus(dataDir string, s Status) error {
-	b, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := writeFileAtomic(filepath.Join(dataDir, StatusFile), append(b, '\n'), 0o644); err != nil {
+	if err := writeJSONFile(filepath.Join(dataDir, StatusFile), s, 0o644); err != nil {
 		return fmt.Errorf("write status: %w", err)
 	}
 	return nil
