@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tetherhq/tether/agent/store"
 	"github.com/tetherhq/tether/client"
@@ -57,12 +59,7 @@ func NewExecutor(orders *store.OrderStore, handlers map[string]Handler, logger *
 }
 
 // Wake tells the executor new orders were stored.
-func (e *Executor) Wake() {
-	select {
-	case e.wake <- struct{}{}:
-	default:
-	}
-}
+func (e *Executor) Wake() { notify(e.wake) }
 
 // Recover settles the orders found running at start-up through their
 // handler's Resume (a failure "interrupted" by default). Call it before Run.
@@ -192,9 +189,15 @@ func (e *Executor) finish(so store.StoredOrder, out Outcome) error {
 	return nil
 }
 
+// truncate makes s valid UTF-8 and cuts it to at most n bytes, at a rune
+// boundary: the server refuses a result whose message is not.
 func truncate(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n]
 }

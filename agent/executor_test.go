@@ -6,8 +6,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tetherhq/tether/agent"
 	"github.com/tetherhq/tether/agent/store"
@@ -126,5 +128,35 @@ func TestRestartResumesAsSuccess(t *testing.T) {
 	}
 	if db.Orders.Len() != 0 {
 		t.Fatalf("%d orders left", db.Orders.Len())
+	}
+}
+
+func TestLongMessageIsCutAtARuneBoundary(t *testing.T) {
+	db := openStore(t, filepath.Join(t.TempDir(), "agent.db"))
+	defer db.Close()
+	long := strings.Repeat("€", 2000) // 3 bytes each: 4096 falls inside a rune
+	handlers := map[string]agent.Handler{
+		"fail": {Run: func(context.Context, client.Order) (agent.Outcome, error) {
+			return agent.Outcome{}, errors.New(long)
+		}},
+		"bad": {Run: func(context.Context, client.Order) (agent.Outcome, error) {
+			return agent.Outcome{Message: "a\xffb"}, nil
+		}},
+	}
+	if _, err := db.Orders.Add([]client.Order{newOrder("o1", "fail"), newOrder("o2", "bad")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.NewExecutor(db.Orders, handlers, nil).RunPending(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	results, err := db.Orders.Results(0)
+	if err != nil || len(results) != 2 {
+		t.Fatalf("results %d, %v", len(results), err)
+	}
+	if m := results[0].Message; len(m) > 4096 || !utf8.ValidString(m) || !strings.HasPrefix(long, m) || len(m) < 4090 {
+		t.Fatalf("long message cut to %d bytes, valid UTF-8 %v, a prefix %v", len(m), utf8.ValidString(m), strings.HasPrefix(long, m))
+	}
+	if m := results[1].Message; m != "a\uFFFDb" {
+		t.Fatalf("invalid UTF-8 message stored as %q", m)
 	}
 }
