@@ -38,14 +38,15 @@ type pendingBatch struct {
 // Outbox is the durable queue of events waiting to be acknowledged by the
 // server. Records keep the order they were appended in.
 type Outbox struct {
-	db *bolt.DB
-	n  atomic.Int64
+	db   *bolt.DB
+	n    atomic.Int64
+	dead atomic.Uint64 // copy of keyDeadLetters
 }
 
 func (o *Outbox) load() error {
 	return o.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketOutbox)
-		o.n.Store(int64(b.Stats().KeyN))
+		o.n.Store(int64(tx.Bucket(bucketOutbox).Stats().KeyN))
+		o.dead.Store(fromBe64(tx.Bucket(bucketMeta).Get(keyDeadLetters)))
 		return nil
 	})
 }
@@ -171,9 +172,10 @@ func (o *Outbox) Ack(batch *Batch) error { return o.remove(batch, false) }
 // refused them as invalid) and counts it in DeadLetters.
 func (o *Outbox) Drop(batch *Batch) error { return o.remove(batch, true) }
 
-func (o *Outbox) remove(batch *Batch, dead bool) error {
-	removed := 0
+func (o *Outbox) remove(batch *Batch, drop bool) error {
+	removed, dead := 0, uint64(0)
 	err := o.db.Update(func(tx *bolt.Tx) error {
+		removed, dead = 0, 0
 		meta, b := tx.Bucket(bucketMeta), tx.Bucket(bucketOutbox)
 		v := meta.Get(keyPendingBatch)
 		if v == nil {
@@ -198,8 +200,9 @@ func (o *Outbox) remove(batch *Batch, dead bool) error {
 			}
 			removed++
 		}
-		if dead {
-			if err := meta.Put(keyDeadLetters, be64(fromBe64(meta.Get(keyDeadLetters))+1)); err != nil {
+		if drop {
+			dead = fromBe64(meta.Get(keyDeadLetters)) + 1
+			if err := meta.Put(keyDeadLetters, be64(dead)); err != nil {
 				return err
 			}
 		}
@@ -209,18 +212,14 @@ func (o *Outbox) remove(batch *Batch, dead bool) error {
 		return fmt.Errorf("remove batch %d from outbox: %w", batch.Seq, err)
 	}
 	o.n.Add(-int64(removed))
+	if dead > 0 {
+		o.dead.Store(dead)
+	}
 	return nil
 }
 
 // DeadLetters is how many batches were dropped as invalid, ever.
-func (o *Outbox) DeadLetters() uint64 {
-	var n uint64
-	_ = o.db.View(func(tx *bolt.Tx) error {
-		n = fromBe64(tx.Bucket(bucketMeta).Get(keyDeadLetters))
-		return nil
-	})
-	return n
-}
+func (o *Outbox) DeadLetters() uint64 { return o.dead.Load() }
 
 // LastSeq is the last batch sequence number handed out.
 func (o *Outbox) LastSeq() uint64 {
