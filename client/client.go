@@ -61,7 +61,6 @@ type Client struct {
 	token     string
 	issuedAt  time.Time
 	expiresAt time.Time
-	session   Session
 }
 
 // New returns a client for cfg. It does not contact the server.
@@ -125,7 +124,7 @@ func (c *Client) authenticate(ctx context.Context) (string, Session, error) {
 	}
 	s := Session{AgentName: resp.GetAgentName(), Groups: resp.GetGroups(), ExpiresAt: timeOf(resp.GetExpiresAt())}
 	c.mu.Lock()
-	c.token, c.issuedAt, c.expiresAt, c.session = resp.GetToken(), issued, s.ExpiresAt, s
+	c.token, c.issuedAt, c.expiresAt = resp.GetToken(), issued, s.ExpiresAt
 	c.mu.Unlock()
 	return resp.GetToken(), s, nil
 }
