@@ -360,20 +360,74 @@ type result struct {
 }
 
 // run runs tetherctl against f with the connection flags set, and an
-// empty environment.
+// empty environment and standard input.
 func (f *fakeServer) run(t *testing.T, args ...string) result {
 	t.Helper()
-	all := append([]string{"--server", f.srv.URL, "--ca-cert", f.caFile, "--token", "secret"}, args...)
-	return runWith(t, nil, all...)
+	return runInput(t, nil, "", f.connect(args)...)
 }
 
+// runStdin is run with stdin as the standard input.
+func (f *fakeServer) runStdin(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	return runInput(t, nil, stdin, f.connect(args)...)
+}
+
+// connect prepends the flags that connect to f to args.
+func (f *fakeServer) connect(args []string) []string {
+	return append([]string{"--server", f.srv.URL, "--ca-cert", f.caFile, "--token", "secret"}, args...)
+}
+
+// runWith runs tetherctl with env as its environment and an empty
+// standard input.
 func runWith(t *testing.T, env map[string]string, args ...string) result {
+	t.Helper()
+	return runInput(t, env, "", args...)
+}
+
+func runInput(t *testing.T, env map[string]string, stdin string, args ...string) result {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	code := runEnv(ctx, args, &stdout, &stderr, func(k string) string { return env[k] })
+	code := runIO(ctx, args, strings.NewReader(stdin), &stdout, &stderr, func(k string) string { return env[k] })
 	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
+}
+
+// smokeCase is a command that sends one request, run with both outputs.
+type smokeCase struct {
+	args    []string
+	request string
+	body    string   // the request body, when there is one
+	table   []string // substrings of the table output
+	json    []string // keys of the JSON object
+}
+
+// runSmoke checks the request and both outputs of each case.
+func runSmoke(t *testing.T, f *fakeServer, tests []smokeCase) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			r := f.run(t, tt.args...).ok(t)
+			if got := f.lastRequests(1)[0]; got != tt.request {
+				t.Errorf("request = %q, want %q", got, tt.request)
+			}
+			if tt.body != "" && string(f.body()) != tt.body {
+				t.Errorf("body = %s, want %s", f.body(), tt.body)
+			}
+			for _, want := range tt.table {
+				if !strings.Contains(r.stdout, want) {
+					t.Errorf("table lacks %q:\n%s", want, r.stdout)
+				}
+			}
+			r = f.run(t, append(tt.args, "-o", "json")...).ok(t)
+			obj := decode[map[string]any](t, r.stdout)
+			for _, k := range tt.json {
+				if _, ok := obj[k]; !ok {
+					t.Errorf("JSON lacks %q:\n%s", k, r.stdout)
+				}
+			}
+		})
+	}
 }
 
 func (r result) ok(t *testing.T) result {
@@ -486,42 +540,16 @@ func TestTokensCreate(t *testing.T) {
 
 func TestSmoke(t *testing.T) {
 	f := newFakeServer(t)
-	tests := []struct {
-		args    []string
-		request string
-		table   []string // substrings of the table output
-		json    []string // keys of the JSON object
-	}{
-		{[]string{"enrollment-tokens", "list", "--all"}, "GET /api/v1/enrollment-tokens?all=true", []string{"tok-1", "2/5"}, []string{"items"}},
-		{[]string{"et", "revoke", "tok/1"}, "DELETE /api/v1/enrollment-tokens/tok%2F1?", []string{"tok/1 revoked"}, []string{"id", "status"}},
-		{[]string{"agents", "show", "a-1"}, "GET /api/v1/agents/a-1?", []string{"web-1.example", "2026-01-02T03:04:05Z"}, []string{"id", "name", "status"}},
-		{[]string{"agents", "delete", "a-1"}, "DELETE /api/v1/agents/a-1?", []string{"a-1 deleted"}, []string{"id", "status"}},
-		{[]string{"agents", "state", "a-1"}, "GET /api/v1/agents/a-1/state?", []string{"inventory", `{"name":"debian","version":13}`}, []string{"agent_id", "items"}},
-		{[]string{"agents", "state", "a-1", "inventory"}, "GET /api/v1/agents/a-1/state/inventory?", []string{"os"}, []string{"items"}},
-		{[]string{"commands", "list", "--agent", "a-1", "--status", "success", "--limit", "2"}, "GET /api/v1/commands?agent=a-1&limit=2&status=success", []string{"c-ok", "restart", "agent/a-1"}, []string{"items"}},
-		{[]string{"commands", "show", "c-x"}, "GET /api/v1/commands/c-x?", []string{"o-1", "pending"}, []string{"id", "orders"}},
-	}
-	for _, tt := range tests {
-		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			r := f.run(t, tt.args...).ok(t)
-			reqs := f.requests()
-			if got := reqs[len(reqs)-1]; got != tt.request {
-				t.Errorf("request = %q, want %q", got, tt.request)
-			}
-			for _, want := range tt.table {
-				if !strings.Contains(r.stdout, want) {
-					t.Errorf("table lacks %q:\n%s", want, r.stdout)
-				}
-			}
-			r = f.run(t, append(tt.args, "-o", "json")...).ok(t)
-			obj := decode[map[string]any](t, r.stdout)
-			for _, k := range tt.json {
-				if _, ok := obj[k]; !ok {
-					t.Errorf("JSON lacks %q:\n%s", k, r.stdout)
-				}
-			}
-		})
-	}
+	runSmoke(t, f, []smokeCase{
+		{args: []string{"enrollment-tokens", "list", "--all"}, request: "GET /api/v1/enrollment-tokens?all=true", table: []string{"tok-1", "2/5"}, json: []string{"items"}},
+		{args: []string{"et", "revoke", "tok/1"}, request: "DELETE /api/v1/enrollment-tokens/tok%2F1?", table: []string{"tok/1 revoked"}, json: []string{"id", "status"}},
+		{args: []string{"agents", "show", "a-1"}, request: "GET /api/v1/agents/a-1?", table: []string{"web-1.example", "2026-01-02T03:04:05Z"}, json: []string{"id", "name", "status"}},
+		{args: []string{"agents", "delete", "a-1"}, request: "DELETE /api/v1/agents/a-1?", table: []string{"a-1 deleted"}, json: []string{"id", "status"}},
+		{args: []string{"agents", "state", "a-1"}, request: "GET /api/v1/agents/a-1/state?", table: []string{"inventory", `{"name":"debian","version":13}`}, json: []string{"agent_id", "items"}},
+		{args: []string{"agents", "state", "a-1", "inventory"}, request: "GET /api/v1/agents/a-1/state/inventory?", table: []string{"os"}, json: []string{"items"}},
+		{args: []string{"commands", "list", "--agent", "a-1", "--status", "success", "--limit", "2"}, request: "GET /api/v1/commands?agent=a-1&limit=2&status=success", table: []string{"c-ok", "restart", "agent/a-1"}, json: []string{"items"}},
+		{args: []string{"commands", "show", "c-x"}, request: "GET /api/v1/commands/c-x?", table: []string{"o-1", "pending"}, json: []string{"id", "orders"}},
+	})
 }
 
 func TestCommandsSend(t *testing.T) {

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -12,17 +10,6 @@ import (
 
 	"github.com/tetherhq/tether/api"
 )
-
-// runStdin is run with stdin as the standard input.
-func (f *fakeServer) runStdin(t *testing.T, stdin string, args ...string) result {
-	t.Helper()
-	all := append([]string{"--server", f.srv.URL, "--ca-cert", f.caFile, "--token", "secret"}, args...)
-	var stdout, stderr bytes.Buffer
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	code := runIO(ctx, all, strings.NewReader(stdin), &stdout, &stderr, func(string) string { return "" })
-	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
-}
 
 // lastRequests returns the last n requests f saw.
 func (f *fakeServer) lastRequests(n int) []string {
@@ -51,13 +38,7 @@ func setClock(t *testing.T, step time.Duration) {
 func TestManageSmoke(t *testing.T) {
 	setClock(t, 0)
 	f := newFakeServer(t)
-	tests := []struct {
-		args    []string
-		request string
-		body    string   // the request body, when there is one
-		table   []string // substrings of the table output
-		json    []string // keys of the JSON object
-	}{
+	runSmoke(t, f, []smokeCase{
 		{args: []string{"commands", "cancel", "c-1"}, request: "POST /api/v1/commands/c-1/cancel?",
 			table: []string{"command c-1: 2 order(s) cancelled"}, json: []string{"cancelled"}},
 		{args: []string{"commands", "cancel", "--order", "o-1"}, request: "POST /api/v1/orders/o-1/cancel?",
@@ -85,30 +66,7 @@ func TestManageSmoke(t *testing.T) {
 			table: []string{"Runs on:", "ARGUMENT", "version", "yes", "a note for people"}, json: []string{"name", "target", "args"}},
 		{args: []string{"actions", "show", "restart"}, request: "GET /api/v1/actions?",
 			table: []string{"No arguments."}, json: []string{"name"}},
-	}
-	for _, tt := range tests {
-		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			r := f.run(t, tt.args...).ok(t)
-			if got := f.lastRequests(1)[0]; got != tt.request {
-				t.Errorf("request = %q, want %q", got, tt.request)
-			}
-			if tt.body != "" && string(f.body()) != tt.body {
-				t.Errorf("body = %s, want %s", f.body(), tt.body)
-			}
-			for _, want := range tt.table {
-				if !strings.Contains(r.stdout, want) {
-					t.Errorf("table lacks %q:\n%s", want, r.stdout)
-				}
-			}
-			r = f.run(t, append(tt.args, "-o", "json")...).ok(t)
-			obj := decode[map[string]any](t, r.stdout)
-			for _, k := range tt.json {
-				if _, ok := obj[k]; !ok {
-					t.Errorf("JSON lacks %q:\n%s", k, r.stdout)
-				}
-			}
-		})
-	}
+	})
 }
 
 func TestCommandsSendTargets(t *testing.T) {
