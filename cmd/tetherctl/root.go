@@ -93,15 +93,11 @@ func usagef(format string, args ...any) error {
 
 // run executes tetherctl with args and returns its exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	return runEnv(ctx, args, stdout, stderr, os.Getenv)
+	return runIO(ctx, args, os.Stdin, stdout, stderr, os.Getenv)
 }
 
-// runEnv is run with the environment read through getenv.
-func runEnv(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	return runIO(ctx, args, os.Stdin, stdout, stderr, getenv)
-}
-
-// runIO is runEnv reading the standard input from stdin.
+// runIO is run with its standard input and environment (read through
+// getenv) given.
 func runIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
 	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv}
 	root := a.rootCommand()
