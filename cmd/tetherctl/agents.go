@@ -43,8 +43,8 @@ the --after value of the next page (with -o json: the "next" field).`,
 		default:
 			return usagef("--status %q: want active, disconnected or enrolled", q.Status)
 		}
-		if q.Limit < 0 {
-			return usagef("--limit %d: want a positive number", q.Limit)
+		if err := checkLimit(q.Limit); err != nil {
+			return err
 		}
 		list, err := c.ListAgents(ctx, q)
 		if err != nil {
@@ -60,9 +60,7 @@ the --after value of the next page (with -o json: the "next" field).`,
 		if err := t.flush(); err != nil {
 			return err
 		}
-		if list.Next != "" {
-			fmt.Fprintf(a.stdout, "(more: --after %s)\n", list.Next)
-		}
+		a.nextPage("--after", list.Next)
 		return nil
 	})
 	return cmd

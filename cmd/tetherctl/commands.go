@@ -310,8 +310,8 @@ value of the next page (with -o json: the "next" field).`,
 		if err := checkStatus(q.Status); err != nil {
 			return err
 		}
-		if q.Limit < 0 {
-			return usagef("--limit %d: want a positive number", q.Limit)
+		if err := checkLimit(q.Limit); err != nil {
+			return err
 		}
 		list, err := c.ListCommands(ctx, q)
 		if err != nil {
@@ -330,12 +330,18 @@ value of the next page (with -o json: the "next" field).`,
 		if err := t.flush(); err != nil {
 			return err
 		}
-		if list.Next != "" {
-			fmt.Fprintf(a.stdout, "(more: --cursor %s)\n", list.Next)
-		}
+		a.nextPage("--cursor", list.Next)
 		return nil
 	})
 	return cmd
+}
+
+// checkLimit checks a --limit flag.
+func checkLimit(n int) error {
+	if n < 0 {
+		return usagef("--limit %d: want a positive number", n)
+	}
+	return nil
 }
 
 // checkStatus checks an order status flag.

@@ -60,8 +60,8 @@ end and prints every order at once (--limit is then the page size).`,
 		if err := checkStatus(q.Status); err != nil {
 			return err
 		}
-		if q.Limit < 0 {
-			return usagef("--limit %d: want a positive number", q.Limit)
+		if err := checkLimit(q.Limit); err != nil {
+			return err
 		}
 		var err error
 		if q.CreatedAfter, err = parseSince("--since", since); err != nil {
@@ -95,9 +95,7 @@ end and prints every order at once (--limit is then the page size).`,
 		if err := t.flush(); err != nil {
 			return err
 		}
-		if list.Next != "" {
-			fmt.Fprintf(a.stdout, "(more: --cursor %s)\n", list.Next)
-		}
+		a.nextPage("--cursor", list.Next)
 		return nil
 	})
 	return cmd

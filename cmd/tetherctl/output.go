@@ -50,6 +50,14 @@ func (t *table) row(cells ...string) {
 
 func (t *table) flush() error { return t.tw.Flush() }
 
+// nextPage ends a page of a list with the flag and value that list the
+// next one, if any.
+func (a *app) nextPage(flag, next string) {
+	if next != "" {
+		fmt.Fprintf(a.stdout, "(more: %s %s)\n", flag, next)
+	}
+}
+
 // fields writes "Key:  value" lines, aligned.
 func fields(w io.Writer, kv ...string) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
