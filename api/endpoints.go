@@ -16,52 +16,11 @@ const (
 	StatusFailure = "failure"
 )
 
-// OrderFinished reports whether an order status is final.
-func OrderFinished(status string) bool {
-	return status == StatusSuccess || status == StatusFailure
-}
-
-// Finished reports whether every order of c reached a final status, from
-// the server's counts when it sent them. A command without orders is not
-// finished.
-func (c *Command) Finished() bool {
-	if c.Counts != nil {
-		finished, _, _ := c.Tally()
-		return c.Total > 0 && finished == c.Total
-	}
-	if len(c.Orders) == 0 {
-		return false
-	}
-	for _, o := range c.Orders {
-		if !OrderFinished(o.Status) {
-			return false
-		}
-	}
-	return true
-}
-
-// Tally returns how many of c's orders finished, succeeded and failed, from
-// the server's counts when it sent them, else from the orders listed.
-func (c *Command) Tally() (finished, success, failure int) {
-	if c.Counts != nil {
-		success, failure = c.Counts[StatusSuccess], c.Counts[StatusFailure]
-		return success + failure, success, failure
-	}
-	for _, o := range c.Orders {
-		switch o.Status {
-		case StatusSuccess:
-			success++
-		case StatusFailure:
-			failure++
-		}
-	}
-	return success + failure, success, failure
-}
-
 // Progress returns c's order counts as a progress event would carry them:
 // from the server's counts when it sent them, else from the orders listed.
+// A command without orders is not done.
 func (c *Command) Progress() Progress {
-	p := Progress{RequestID: c.ID, Total: c.Total, Done: c.Finished()}
+	p := Progress{RequestID: c.ID, Total: c.Total}
 	counts := c.Counts
 	if counts == nil {
 		counts = map[string]int{}
@@ -72,6 +31,7 @@ func (c *Command) Progress() Progress {
 	}
 	p.Pending, p.Sent = counts[StatusPending], counts[StatusSent]
 	p.Success, p.Failure = counts[StatusSuccess], counts[StatusFailure]
+	p.Done = p.Total > 0 && p.Success+p.Failure == p.Total
 	return p
 }
 
