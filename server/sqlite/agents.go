@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -82,22 +83,20 @@ func (db *DB) RegisterAgent(ctx context.Context, a *tether.Agent, tokenID string
 				return fmt.Errorf("count token use: %w", err)
 			}
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO agents (`+agentColumns+`)
+		var err error
+		stored, err = scanAgent(tx.QueryRowContext(ctx, `INSERT INTO agents (`+agentColumns+`)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET
 				name = excluded.name, group_list = excluded.group_list, key_hash = excluded.key_hash,
 				hostname = excluded.hostname, os = excluded.os, arch = excluded.arch,
-				version = excluded.version, updated_at = excluded.updated_at`,
+				version = excluded.version, updated_at = excluded.updated_at
+			RETURNING `+agentColumns,
 			a.ID, a.Name, groups, blobArg(a.KeyHash), a.Disabled, a.Hostname, a.OS, a.Arch, a.Version,
-			timeArg(enrolled), timeArg(updated), a.EnrolledBy, timeArg(a.LastSeen), int64(min(a.LastBatchSeq, math.MaxInt64)))
+			timeArg(enrolled), timeArg(updated), a.EnrolledBy, timeArg(a.LastSeen), int64(min(a.LastBatchSeq, math.MaxInt64))))
 		if err != nil {
 			return fmt.Errorf("upsert agent: %w", err)
 		}
-		if err := setMembership(ctx, tx, a.ID, a.Groups); err != nil {
-			return err
-		}
-		stored, err = getAgent(ctx, tx, a.ID)
-		return err
+		return setMembership(ctx, tx, a.ID, groups)
 	})
 	if err != nil {
 		return err
@@ -147,23 +146,7 @@ func (db *DB) Agents(ctx context.Context, f tether.AgentFilter) ([]*tether.Agent
 	}
 	q += ` ORDER BY id LIMIT ?`
 	args = append(args, limit(f.Limit))
-	rows, err := db.reader.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("select agents: %w", err)
-	}
-	defer rows.Close()
-	var as []*tether.Agent
-	for rows.Next() {
-		a, err := scanAgent(rows)
-		if err != nil {
-			return nil, fmt.Errorf("scan agent: %w", err)
-		}
-		as = append(as, a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("select agents: %w", err)
-	}
-	return as, nil
+	return queryAll(ctx, db.reader, scanAgent, "select agents", q, args...)
 }
 
 // DeleteAgent removes the agent, its group memberships and its state, in
@@ -201,23 +184,27 @@ func (db *DB) TouchAgents(ctx context.Context, seen map[string]time.Time) error 
 	if len(seen) == 0 {
 		return nil
 	}
-	return db.write(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx,
-			`UPDATE agents SET last_seen = ?1 WHERE id = ?2 AND (last_seen IS NULL OR last_seen < ?1)`)
-		if err != nil {
-			return fmt.Errorf("prepare touch agent: %w", err)
+	times := make(map[string]int64, len(seen))
+	for id, at := range seen {
+		if !at.IsZero() {
+			times[id] = at.UnixNano()
 		}
-		defer stmt.Close()
-		for id, at := range seen {
-			if at.IsZero() {
-				continue
-			}
-			if _, err := stmt.ExecContext(ctx, at.UnixNano(), id); err != nil {
-				return fmt.Errorf("touch agent: %w", err)
-			}
-		}
+	}
+	if len(times) == 0 {
 		return nil
-	})
+	}
+	obj, err := json.Marshal(times)
+	if err != nil {
+		return fmt.Errorf("encode last-seen times: %w", err)
+	}
+	// One statement: json_each yields the id as key and the time as value.
+	_, err = db.writer.ExecContext(ctx, `UPDATE agents SET last_seen = t.value
+		FROM json_each(?) AS t
+		WHERE agents.id = t.key AND (agents.last_seen IS NULL OR agents.last_seen < t.value)`, string(obj))
+	if err != nil {
+		return fmt.Errorf("touch agents: %w", err)
+	}
+	return nil
 }
 
 // AcceptBatch records the agent's batch seq, unless it is not above the last

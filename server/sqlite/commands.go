@@ -1,10 +1,13 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -64,28 +67,16 @@ func scanOrder(s scanner) (*tether.Order, int64, error) {
 	return &o, seq, nil
 }
 
-func queryOrders(ctx context.Context, q queryer, query string, args ...any) ([]*tether.Order, []int64, error) {
-	rows, err := q.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("select orders: %w", err)
-	}
-	defer rows.Close()
-	var (
-		os   []*tether.Order
-		seqs []int64
-	)
-	for rows.Next() {
-		o, seq, err := scanOrder(rows)
-		if err != nil {
-			return nil, nil, fmt.Errorf("scan order: %w", err)
-		}
-		os = append(os, o)
+// queryOrders runs query, which returns orderColumns, and returns the
+// orders and their seqs. what says what the query does, for errors.
+func queryOrders(ctx context.Context, q queryer, what, query string, args ...any) ([]*tether.Order, []int64, error) {
+	var seqs []int64
+	os, err := queryAll(ctx, q, func(s scanner) (*tether.Order, error) {
+		o, seq, err := scanOrder(s)
 		seqs = append(seqs, seq)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("select orders: %w", err)
-	}
-	return os, seqs, nil
+		return o, err
+	}, what, query, args...)
+	return os, seqs, err
 }
 
 // agentArg stores the agent id "" of a server order as NULL.
@@ -258,23 +249,10 @@ func (db *DB) CreateGroupCommand(ctx context.Context, r *tether.CommandRequest, 
 
 // groupMembers returns the ids of the agents in the group, in order.
 func groupMembers(ctx context.Context, q queryer, group string) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT agent_id FROM agent_groups WHERE grp = ? ORDER BY agent_id`, group)
-	if err != nil {
-		return nil, fmt.Errorf("select group members: %w", err)
-	}
-	defer rows.Close()
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("scan group member: %w", err)
-		}
-		ids = append(ids, id)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("select group members: %w", err)
-	}
-	return ids, nil
+	return queryAll(ctx, q, func(s scanner) (id string, err error) {
+		err = s.Scan(&id)
+		return id, err
+	}, "select group members", `SELECT agent_id FROM agent_groups WHERE grp = ? ORDER BY agent_id`, group)
 }
 
 // Command returns the request and its orders, ordered by creation time and id.
@@ -292,7 +270,7 @@ func (db *DB) Command(ctx context.Context, id string) (*tether.CommandRequest, [
 		if err != nil {
 			return fmt.Errorf("select command: %w", err)
 		}
-		os, _, err = queryOrders(ctx, tx, `SELECT `+orderColumns+` FROM orders
+		os, _, err = queryOrders(ctx, tx, "select orders", `SELECT `+orderColumns+` FROM orders
 			WHERE request_id = ? ORDER BY created_at, id`, id)
 		return err
 	})
@@ -342,21 +320,9 @@ func (db *DB) Commands(ctx context.Context, f tether.CommandFilter) ([]*tether.C
 	n := limit(f.Limit)
 	q += ` ORDER BY created_at DESC, id DESC LIMIT ?`
 	args = append(args, n+1)
-	rows, err := db.reader.QueryContext(ctx, q, args...)
+	rs, err := queryAll(ctx, db.reader, scanRequest, "select commands", q, args...)
 	if err != nil {
-		return nil, "", fmt.Errorf("select commands: %w", err)
-	}
-	defer rows.Close()
-	var rs []*tether.CommandRequest
-	for rows.Next() {
-		r, err := scanRequest(rows)
-		if err != nil {
-			return nil, "", fmt.Errorf("scan command: %w", err)
-		}
-		rs = append(rs, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("select commands: %w", err)
+		return nil, "", err
 	}
 	next := ""
 	if len(rs) > n {
@@ -382,34 +348,29 @@ func (db *DB) DeliverOrders(ctx context.Context, agentID string, received []stri
 	var os []*tether.Order
 	err := db.write(ctx, func(tx *sql.Tx) error {
 		if len(received) > 0 {
-			stmt, err := tx.PrepareContext(ctx, `UPDATE orders SET received_at = ?
-				WHERE id = ? AND agent_id = ? AND received_at IS NULL`)
+			list, err := json.Marshal(received)
 			if err != nil {
-				return fmt.Errorf("prepare receive order: %w", err)
+				return fmt.Errorf("encode received order ids: %w", err)
 			}
-			defer stmt.Close()
-			for _, id := range received {
-				if _, err := stmt.ExecContext(ctx, at, id, agentID); err != nil {
-					return fmt.Errorf("receive order: %w", err)
-				}
+			// The unary + keeps SQLite on the id index rather than walking
+			// every order of the agent.
+			_, err = tx.ExecContext(ctx, `UPDATE orders SET received_at = ?
+				WHERE id IN (SELECT value FROM json_each(?)) AND +agent_id = ? AND received_at IS NULL`,
+				at, string(list), agentID)
+			if err != nil {
+				return fmt.Errorf("receive orders: %w", err)
 			}
 		}
-		var (
-			seqs []int64
-			err  error
-		)
 		// The index on (agent_id, status) skips the agent's finished
 		// orders; without statistics SQLite would rather walk all of them
 		// in creation order.
-		os, seqs, err = queryOrders(ctx, tx, `SELECT `+orderColumns+` FROM orders INDEXED BY orders_agent_status
-			WHERE agent_id = ?1 AND status IN ('pending', 'sent')
+		var err error
+		os, err = sendOrders(ctx, tx, `SELECT seq FROM orders INDEXED BY orders_agent_status
+			WHERE agent_id = ?2 AND status IN ('pending', 'sent')
 				AND (status = 'pending' OR received_at IS NULL)
-				AND (timeout_at IS NULL OR timeout_at > ?2)
-			ORDER BY created_at, seq LIMIT ?3`, agentID, at, limit(limitN))
-		if err != nil {
-			return err
-		}
-		return sendOrders(ctx, tx, os, seqs, at)
+				AND (timeout_at IS NULL OR timeout_at > ?1)
+			ORDER BY created_at, seq LIMIT ?3`, at, agentID, limit(limitN))
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -417,29 +378,31 @@ func (db *DB) DeliverOrders(ctx context.Context, agentID string, received []stri
 	return os, nil
 }
 
-// sendOrders marks the orders, read in tx with their seqs, sent at at (the
-// first time only) and counts a delivery, in the store and in os.
-func sendOrders(ctx context.Context, tx *sql.Tx, os []*tether.Order, seqs []int64, at int64) error {
-	if len(os) == 0 {
-		return nil
-	}
-	stmt, err := tx.PrepareContext(ctx, `UPDATE orders
-		SET status = 'sent', sent_at = coalesce(sent_at, ?), attempts = attempts + 1 WHERE seq = ?`)
+// sendOrders marks the orders whose seqs selectSeqs returns sent at at (the
+// first time only) and counts a delivery, in one statement, and returns them
+// as stored, by creation time then seq. selectSeqs gets at as ?1 and args as
+// ?2 and on.
+func sendOrders(ctx context.Context, tx *sql.Tx, selectSeqs string, at int64, args ...any) ([]*tether.Order, error) {
+	os, seqs, err := queryOrders(ctx, tx, "send orders", `UPDATE orders
+		SET status = 'sent', sent_at = coalesce(sent_at, ?1), attempts = attempts + 1
+		WHERE seq IN (`+selectSeqs+`)
+		RETURNING `+orderColumns, append([]any{at}, args...)...)
 	if err != nil {
-		return fmt.Errorf("prepare send order: %w", err)
+		return nil, err
 	}
-	defer stmt.Close()
-	for i, o := range os {
-		if _, err := stmt.ExecContext(ctx, at, seqs[i]); err != nil {
-			return fmt.Errorf("send order: %w", err)
-		}
-		o.Status = tether.OrderSent
-		if o.SentAt.IsZero() {
-			o.SentAt = timeVal(sql.NullInt64{Int64: at, Valid: true})
-		}
-		o.Attempts++
+	// RETURNING gives the rows in no set order.
+	idx := make([]int, len(os))
+	for i := range idx {
+		idx[i] = i
 	}
-	return nil
+	slices.SortFunc(idx, func(i, j int) int {
+		return cmp.Or(os[i].CreatedAt.Compare(os[j].CreatedAt), cmp.Compare(seqs[i], seqs[j]))
+	})
+	sorted := make([]*tether.Order, len(os))
+	for k, i := range idx {
+		sorted[k] = os[i]
+	}
+	return sorted, nil
 }
 
 // CancelOrders fails every pending or sent order that f selects, with the
@@ -501,20 +464,13 @@ func (db *DB) CancelOrders(ctx context.Context, f tether.CancelFilter, at time.T
 // returns them, all in one write transaction: two callers never get the
 // same order.
 func (db *DB) ClaimServerOrders(ctx context.Context, limitN int, now time.Time) ([]*tether.Order, error) {
-	at := now.UnixNano()
 	var os []*tether.Order
 	err := db.write(ctx, func(tx *sql.Tx) error {
-		var (
-			seqs []int64
-			err  error
-		)
-		os, seqs, err = queryOrders(ctx, tx, `SELECT `+orderColumns+` FROM orders
+		var err error
+		os, err = sendOrders(ctx, tx, `SELECT seq FROM orders
 			WHERE agent_id IS NULL AND status = 'pending' AND (timeout_at IS NULL OR timeout_at > ?1)
-			ORDER BY created_at, seq LIMIT ?2`, at, limit(limitN))
-		if err != nil {
-			return err
-		}
-		return sendOrders(ctx, tx, os, seqs, at)
+			ORDER BY created_at, seq LIMIT ?2`, now.UnixNano(), limit(limitN))
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -532,32 +488,26 @@ func (db *DB) FinishOrder(ctx context.Context, agentID, orderID string, status t
 	}
 	var o *tether.Order
 	err := db.write(ctx, func(tx *sql.Tx) error {
-		r, err := tx.ExecContext(ctx, `UPDATE orders
+		os, _, err := queryOrders(ctx, tx, "finish order", `UPDATE orders
 			SET status = ?, result_code = ?, result_message = ?, result_data = ?, finished_at = ?
-			WHERE id = ? AND agent_id IS ? AND status IN ('pending', 'sent')`,
+			WHERE id = ? AND agent_id IS ? AND status IN ('pending', 'sent')
+			RETURNING `+orderColumns,
 			string(status), res.Code, res.Message, blobArg(res.Data), timeArg(at), orderID, agentArg(agentID))
-		if err != nil {
-			return fmt.Errorf("finish order: %w", err)
-		}
-		n, err := rowsAffected(r)
 		if err != nil {
 			return err
 		}
+		if len(os) > 0 {
+			o = os[0]
+			return nil
+		}
+		// Not changed: unknown, another agent's, or finished already (the
+		// only statuses left).
 		o, err = getOrder(ctx, tx, orderID)
 		if err != nil {
 			return err
 		}
 		if o.AgentID != agentID {
 			return tether.NotFound("order", orderID)
-		}
-		if n == 0 {
-			// Not changed: legal only because it had already finished.
-			if err := tether.Transition(o.Status, status); err != nil && o.Status.Finished() {
-				return nil
-			} else if err != nil {
-				return err
-			}
-			return fmt.Errorf("finish order %s: no change from status %q", orderID, o.Status)
 		}
 		return nil
 	})

@@ -103,23 +103,7 @@ func (db *DB) Group(ctx context.Context, name string) (*tether.Group, error) {
 
 // Groups lists the created groups by name, with their member counts.
 func (db *DB) Groups(ctx context.Context) ([]*tether.Group, error) {
-	rows, err := db.reader.QueryContext(ctx, `SELECT `+groupColumns+` FROM groups ORDER BY name`)
-	if err != nil {
-		return nil, fmt.Errorf("select groups: %w", err)
-	}
-	defer rows.Close()
-	var gs []*tether.Group
-	for rows.Next() {
-		g, err := scanGroup(rows)
-		if err != nil {
-			return nil, fmt.Errorf("scan group: %w", err)
-		}
-		gs = append(gs, g)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("select groups: %w", err)
-	}
-	return gs, nil
+	return queryAll(ctx, db.reader, scanGroup, "select groups", `SELECT `+groupColumns+` FROM groups ORDER BY name`)
 }
 
 // UpdateGroup replaces the description, configuration, version and update
@@ -221,20 +205,20 @@ func (db *DB) SetAgentGroups(ctx context.Context, agentID string, groups []strin
 		if n == 0 {
 			return tether.NotFound("agent", agentID)
 		}
-		return setMembership(ctx, tx, agentID, groups)
+		return setMembership(ctx, tx, agentID, list)
 	})
 }
 
-// setMembership replaces the agent's rows in agent_groups.
-func setMembership(ctx context.Context, tx *sql.Tx, agentID string, groups []string) error {
+// setMembership replaces the agent's rows in agent_groups with the groups
+// of list, a JSON array (groupsArg).
+func setMembership(ctx context.Context, tx *sql.Tx, agentID, list string) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM agent_groups WHERE agent_id = ?`, agentID); err != nil {
 		return fmt.Errorf("delete agent groups: %w", err)
 	}
-	for _, g := range groups {
-		_, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO agent_groups (grp, agent_id) VALUES (?, ?)`, g, agentID)
-		if err != nil {
-			return fmt.Errorf("insert agent group: %w", err)
-		}
+	_, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO agent_groups (grp, agent_id)
+		SELECT value, ? FROM json_each(?)`, agentID, list)
+	if err != nil {
+		return fmt.Errorf("insert agent groups: %w", err)
 	}
 	return nil
 }
@@ -245,38 +229,33 @@ func (db *DB) GroupConfigs(ctx context.Context, groups []string) ([]*tether.Grou
 	if len(groups) == 0 {
 		return nil, nil
 	}
-	var cs []*tether.GroupConfig
+	// Each group once, in order: json_each numbers them by key.
 	seen := make(map[string]bool, len(groups))
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, `SELECT config_json, version, updated_at FROM groups WHERE name = ?`)
-		if err != nil {
-			return fmt.Errorf("prepare select group config: %w", err)
-		}
-		defer stmt.Close()
-		for _, g := range groups {
-			if seen[g] {
-				continue
-			}
+	var names []string
+	for _, g := range groups {
+		if !seen[g] {
 			seen[g] = true
-			c := tether.GroupConfig{Group: g}
-			var updated sql.NullInt64
-			err := stmt.QueryRowContext(ctx, g).Scan(&c.Doc, &c.Version, &updated)
-			if errors.Is(err, sql.ErrNoRows) {
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("select group config: %w", err)
-			}
-			if len(c.Doc) == 0 {
-				c.Doc = []byte("{}")
-			}
-			c.UpdatedAt = timeVal(updated)
-			cs = append(cs, &c)
+			names = append(names, g)
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
 	}
-	return cs, nil
+	list, err := json.Marshal(names)
+	if err != nil {
+		return nil, fmt.Errorf("encode group names: %w", err)
+	}
+	return queryAll(ctx, db.reader, func(s scanner) (*tether.GroupConfig, error) {
+		var (
+			c       tether.GroupConfig
+			updated sql.NullInt64
+		)
+		if err := s.Scan(&c.Group, &c.Doc, &c.Version, &updated); err != nil {
+			return nil, err
+		}
+		if len(c.Doc) == 0 {
+			c.Doc = []byte("{}")
+		}
+		c.UpdatedAt = timeVal(updated)
+		return &c, nil
+	}, "select group configs", `SELECT g.name, g.config_json, g.version, g.updated_at
+		FROM json_each(?) AS n JOIN groups AS g ON g.name = n.value
+		ORDER BY n.key`, string(list))
 }

@@ -11,28 +11,20 @@ import (
 
 // SigningKeys lists every signing key, newest first.
 func (db *DB) SigningKeys(ctx context.Context) ([]*tether.SigningKey, error) {
-	rows, err := db.reader.QueryContext(ctx, `SELECT id, private, created_at, retired_at
+	return queryAll(ctx, db.reader, scanSigningKey, "select signing keys", `SELECT id, private, created_at, retired_at
 		FROM signing_keys ORDER BY created_at DESC, id DESC`)
-	if err != nil {
-		return nil, fmt.Errorf("select signing keys: %w", err)
+}
+
+func scanSigningKey(s scanner) (*tether.SigningKey, error) {
+	var (
+		key              tether.SigningKey
+		created, retired sql.NullInt64
+	)
+	if err := s.Scan(&key.ID, &key.Private, &created, &retired); err != nil {
+		return nil, err
 	}
-	defer rows.Close()
-	var ks []*tether.SigningKey
-	for rows.Next() {
-		var (
-			created, retired sql.NullInt64
-			key              tether.SigningKey
-		)
-		if err := rows.Scan(&key.ID, &key.Private, &created, &retired); err != nil {
-			return nil, fmt.Errorf("scan signing key: %w", err)
-		}
-		key.CreatedAt, key.RetiredAt = timeVal(created), timeVal(retired)
-		ks = append(ks, &key)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("select signing keys: %w", err)
-	}
-	return ks, nil
+	key.CreatedAt, key.RetiredAt = timeVal(created), timeVal(retired)
+	return &key, nil
 }
 
 // AddSigningKey stores a new key; a zero CreatedAt is set to the current

@@ -96,7 +96,7 @@ func (db *DB) Orders(ctx context.Context, f tether.OrderFilter) ([]*tether.Order
 	}
 	q += ` ORDER BY created_at, id LIMIT ?`
 	args = append(args, n+1)
-	os, _, err := queryOrders(ctx, db.reader, q, args...)
+	os, _, err := queryOrders(ctx, db.reader, "select orders", q, args...)
 	if err != nil {
 		return nil, "", err
 	}
@@ -150,7 +150,7 @@ func (db *DB) CommandCounts(ctx context.Context, requestIDs []string) (map[strin
 func (db *DB) FinishedOrders(ctx context.Context, before time.Time, limitN int) ([]*tether.Order, error) {
 	// finished_at is set exactly when an order finishes; the unary + keeps
 	// SQLite on the finished_at index rather than the status one.
-	os, _, err := queryOrders(ctx, db.reader, `SELECT `+orderColumns+` FROM orders
+	os, _, err := queryOrders(ctx, db.reader, "select finished orders", `SELECT `+orderColumns+` FROM orders
 		WHERE finished_at < ? AND +status IN ('success', 'failure')
 		ORDER BY finished_at, id LIMIT ?`, before.UnixNano(), limit(limitN))
 	return os, err

@@ -70,27 +70,16 @@ func (db *DB) State(ctx context.Context, agentID, module string) ([]*tether.Stat
 		q += ` AND module = ?2`
 	}
 	q += ` ORDER BY module, key`
-	rows, err := db.reader.QueryContext(ctx, q, agentID, module)
-	if err != nil {
-		return nil, fmt.Errorf("select state: %w", err)
-	}
-	defer rows.Close()
-	var es []*tether.StateEntry
-	for rows.Next() {
+	return queryAll(ctx, db.reader, func(s scanner) (*tether.StateEntry, error) {
 		e := tether.StateEntry{AgentID: agentID}
 		var (
 			seq     int64
 			updated sql.NullInt64
-			doc     []byte
 		)
-		if err := rows.Scan(&e.Module, &e.Key, &doc, &seq, &updated); err != nil {
-			return nil, fmt.Errorf("scan state: %w", err)
+		if err := s.Scan(&e.Module, &e.Key, &e.Doc, &seq, &updated); err != nil {
+			return nil, err
 		}
-		e.Doc, e.Sequence, e.UpdatedAt = doc, uint64(seq), timeVal(updated)
-		es = append(es, &e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("select state: %w", err)
-	}
-	return es, nil
+		e.Sequence, e.UpdatedAt = uint64(seq), timeVal(updated)
+		return &e, nil
+	}, "select state", q, agentID, module)
 }

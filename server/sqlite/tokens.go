@@ -86,12 +86,6 @@ func (db *DB) Token(ctx context.Context, id string) (*tether.Token, error) {
 	return getToken(ctx, db.reader, id)
 }
 
-// queryer is a *sql.DB or a *sql.Tx.
-type queryer interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}
-
 func getToken(ctx context.Context, q queryer, id string) (*tether.Token, error) {
 	t, err := scanToken(q.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -123,23 +117,7 @@ func (db *DB) Tokens(ctx context.Context, f tether.TokenFilter) ([]*tether.Token
 		q += ` WHERE ` + strings.Join(where, " AND ")
 	}
 	q += ` ORDER BY created_at DESC, id DESC`
-	rows, err := db.reader.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("select tokens: %w", err)
-	}
-	defer rows.Close()
-	var ts []*tether.Token
-	for rows.Next() {
-		t, err := scanToken(rows)
-		if err != nil {
-			return nil, fmt.Errorf("scan token: %w", err)
-		}
-		ts = append(ts, t)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("select tokens: %w", err)
-	}
-	return ts, nil
+	return queryAll(ctx, db.reader, scanToken, "select tokens", q, args...)
 }
 
 // RevokeToken marks the token revoked at the time given. Revoking a revoked

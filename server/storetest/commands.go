@@ -58,13 +58,7 @@ func testCreateCommand(t *testing.T, s tether.Store) {
 	gotR, gotOrders, err := s.Command(ctx(t), r.ID)
 	must(t, err)
 	checkRequest(t, gotR, r)
-	want := slices.Clone(orders)
-	slices.SortFunc(want, func(x, y *tether.Order) int {
-		if c := x.CreatedAt.Compare(y.CreatedAt); c != 0 {
-			return c
-		}
-		return compareStrings(x.ID, y.ID)
-	})
+	want := sortOrders(orders...)
 	checkStrings(t, "order ids", ids(gotOrders), ids(want))
 	if len(gotOrders) == len(want) {
 		for i := range want {
@@ -96,16 +90,6 @@ func testCreateCommand(t *testing.T, s tether.Store) {
 	wantCode(t, err, tether.ENOTFOUND)
 	_, err = s.Order(ctx(t), newID())
 	wantCode(t, err, tether.ENOTFOUND)
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func testCreateCommandRefused(t *testing.T, s tether.Store) {
@@ -199,13 +183,6 @@ func testCommands(t *testing.T, s tether.Store) {
 		t.Fatalf("delivered %d orders to b, want 2", len(delivered))
 	}
 
-	reqIDs := func(rs []*tether.CommandRequest) []string {
-		var s []string
-		for _, r := range rs {
-			s = append(s, r.ID)
-		}
-		return s
-	}
 	tests := []struct {
 		name   string
 		filter tether.CommandFilter

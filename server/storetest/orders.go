@@ -226,13 +226,6 @@ func testCommandsPagination(t *testing.T, s tether.Store) {
 		}
 		f.Cursor = next
 	}
-	reqIDs := func(rs []*tether.CommandRequest) []string {
-		var s []string
-		for _, r := range rs {
-			s = append(s, r.ID)
-		}
-		return s
-	}
 	checkStrings(t, "all pages", reqIDs(got), reqIDs(want))
 }
 

@@ -133,12 +133,9 @@ func must(t *testing.T, err error) {
 	}
 }
 
-// sameTime reports whether a and b are the same instant, zero or not.
-func sameTime(a, b time.Time) bool { return a.Equal(b) }
-
 func checkTime(t *testing.T, what string, got, want time.Time) {
 	t.Helper()
-	if !sameTime(got, want) {
+	if !got.Equal(want) {
 		t.Errorf("%s = %v, want %v", what, got, want)
 	}
 }
@@ -249,6 +246,15 @@ func ids(orders []*tether.Order) []string {
 	var s []string
 	for _, o := range orders {
 		s = append(s, o.ID)
+	}
+	return s
+}
+
+// reqIDs returns the ids of the requests.
+func reqIDs(rs []*tether.CommandRequest) []string {
+	var s []string
+	for _, r := range rs {
+		s = append(s, r.ID)
 	}
 	return s
 }
