@@ -41,7 +41,9 @@ type AgentStore interface {
 	// RegisterAgent creates the agent, or replaces the key, name, groups and
 	// facts of an existing one with the same id, and counts one use of the
 	// enrollment token tokenID, all at once. It fails without changing
-	// anything when the token is not usable at now (see Token.Usable).
+	// anything when the token is not usable at now (see Token.Usable). On
+	// success *a holds the agent as stored (an existing agent keeps its
+	// EnrolledAt, LastSeen and LastBatchSeq).
 	RegisterAgent(ctx context.Context, a *Agent, tokenID string, now time.Time) error
 	Agent(ctx context.Context, id string) (*Agent, error)
 	Agents(ctx context.Context, f AgentFilter) ([]*Agent, error)

@@ -61,17 +61,13 @@ func (s *Server) registerAgent(w http.ResponseWriter, r *http.Request, caller *t
 	if err := s.o.Store.RegisterAgent(ctx, a, tokenID, now); err != nil {
 		return err
 	}
-	s.o.AgentChanged(a.ID)
-	stored, err := s.o.Store.Agent(ctx, a.ID)
-	if err != nil {
-		return err
-	}
+	s.o.AgentChanged(a.ID) // a now holds the agent as stored
 	status := http.StatusCreated
 	if existing != nil {
 		status = http.StatusOK
 	}
 	s.o.Log.Info("agent enrolled", "agent", a.ID, "name", a.Name, "token", caller.ID, "re_enrolled", existing != nil)
-	writeJSON(w, status, api.RegisterAgentResponse{Agent: s.agentJSON(stored), AgentKey: key, CommsURLs: s.commsURLs(r)})
+	writeJSON(w, status, api.RegisterAgentResponse{Agent: s.agentJSON(a), AgentKey: key, CommsURLs: s.commsURLs(r)})
 	return nil
 }
 

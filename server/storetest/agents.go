@@ -85,6 +85,7 @@ func testRegisterAgentAgain(t *testing.T, s tether.Store) {
 	want.LastSeen = at(time.Minute)
 	want.LastBatchSeq = 7
 	checkAgent(t, getAgent(t, s, a.ID), &want)
+	checkAgent(t, again, &want) // *again now holds the agent as stored
 
 	got, err := s.Token(ctx(t), tok.ID)
 	must(t, err)
