@@ -7,9 +7,9 @@ type Role string
 const (
 	// RoleAdmin may do everything.
 	RoleAdmin Role = "admin"
-	// RoleOperator manages agents, commands and enrollment tokens.
+	// RoleOperator manages agents, commands, files and enrollment tokens.
 	RoleOperator Role = "operator"
-	// RoleViewer reads agents, commands and state.
+	// RoleViewer reads agents, commands, state and files.
 	RoleViewer Role = "viewer"
 	// RoleRegistrar only registers agents: the role of enrollment tokens.
 	RoleRegistrar Role = "registrar"
@@ -31,14 +31,16 @@ const (
 	PermCommandsRead   Permission = "commands:read"
 	PermCommandsWrite  Permission = "commands:write"
 	PermStateRead      Permission = "state:read"
+	PermFilesRead      Permission = "files:read"
+	PermFilesWrite     Permission = "files:write"
 )
 
 var rolePerms = map[Role][]Permission{
 	RoleAdmin: {PermTokensRead, PermTokensWrite, PermAgentsRegister, PermAgentsRead,
-		PermAgentsWrite, PermCommandsRead, PermCommandsWrite, PermStateRead},
+		PermAgentsWrite, PermCommandsRead, PermCommandsWrite, PermStateRead, PermFilesRead, PermFilesWrite},
 	RoleOperator: {PermTokensRead, PermTokensWrite, PermAgentsRegister, PermAgentsRead,
-		PermAgentsWrite, PermCommandsRead, PermCommandsWrite, PermStateRead},
-	RoleViewer:    {PermAgentsRead, PermCommandsRead, PermStateRead},
+		PermAgentsWrite, PermCommandsRead, PermCommandsWrite, PermStateRead, PermFilesRead, PermFilesWrite},
+	RoleViewer:    {PermAgentsRead, PermCommandsRead, PermStateRead, PermFilesRead},
 	RoleRegistrar: {PermAgentsRegister},
 }
 
