@@ -123,8 +123,14 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	return c.send(c.http, req, out)
+}
+
+// send sends req with hc and decodes a JSON answer into out (nil to
+// discard it), as Do describes.
+func (c *Client) send(hc *http.Client, req *http.Request, out any) error {
 	req.Header.Set("Accept", "application/json")
-	resp, err := c.http.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return describeTransportError(c.base.Host, err)
 	}

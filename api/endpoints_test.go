@@ -3,9 +3,11 @@ package api_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -251,6 +253,27 @@ func TestRoutes(t *testing.T) {
 			},
 			method: "GET", path: "/api/v1/actions",
 		},
+		{
+			name: "upload file", status: 201, answer: `{"name":"agent bin","sha256":"ab","size":5}`,
+			call: func(c *api.Client) error {
+				f, err := c.UploadFile(ctx, api.Upload{Name: "agent bin", Body: strings.NewReader("bytes"), Size: 5, SHA256: "ab"})
+				if err == nil && (f.Size != 5 || f.SHA256 != "ab") {
+					err = errors.New("file not decoded")
+				}
+				return err
+			},
+			method: "POST", path: "/api/v1/files", query: "name=agent+bin&sha256=ab", inBody: "bytes",
+		},
+		{
+			name: "list files", status: 200, answer: `{"items":[{"name":"a"}]}`,
+			call:   func(c *api.Client) error { _, err := c.ListFiles(ctx); return err },
+			method: "GET", path: "/api/v1/files",
+		},
+		{
+			name: "get file", status: 200, answer: `{"name":"a"}`,
+			call:   func(c *api.Client) error { _, err := c.GetFile(ctx, "ab"); return err },
+			method: "GET", path: "/api/v1/files/ab",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -283,4 +306,53 @@ func TestAPIError(t *testing.T) {
 	if ae.Status != 404 || ae.Code != "not_found" || ae.Field != "id" || ae.Error() != `agent "x" not found` {
 		t.Errorf("APIError = %+v", ae)
 	}
+}
+
+// TestUploadFileIgnoresTheCallTimeout checks an upload that lasts longer
+// than the client's per-call timeout completes, and that the server sees
+// its length and content type.
+func TestUploadFileIgnoresTheCallTimeout(t *testing.T) {
+	var gotLen int64
+	var gotType string
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotLen, gotType = r.ContentLength, r.Header.Get("Content-Type")
+		n, _ := io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(201)
+		fmt.Fprintf(w, `{"size":%d}`, n)
+	}))
+	t.Cleanup(srv.Close)
+	hc := srv.Client()
+	hc.Timeout = 100 * time.Millisecond
+	c, err := api.New(api.Options{Server: srv.URL, Token: "tok", HTTPClient: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := &slowReader{left: 6, every: 50 * time.Millisecond}
+	f, err := c.UploadFile(context.Background(), api.Upload{Name: "slow", Body: slow, Size: 6})
+	if err != nil {
+		t.Fatalf("upload: %v", err)
+	}
+	if f.Size != 6 || gotLen != 6 || gotType != "application/octet-stream" {
+		t.Errorf("size %d, Content-Length %d, Content-Type %q", f.Size, gotLen, gotType)
+	}
+	if !api.IsNotFound(&api.APIError{Status: 404}) || api.IsNotFound(errors.New("x")) {
+		t.Errorf("IsNotFound is wrong")
+	}
+}
+
+// slowReader returns one byte every `every`.
+type slowReader struct {
+	left  int
+	every time.Duration
+}
+
+func (r *slowReader) Read(p []byte) (int, error) {
+	if r.left == 0 {
+		return 0, io.EOF
+	}
+	time.Sleep(r.every)
+	r.left--
+	p[0] = 'x'
+	return 1, nil
 }

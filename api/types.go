@@ -76,6 +76,11 @@ type RegisterAgentResponse struct {
 	AgentKey string `json:"agent_key"`
 	// CommsURLs are the comms API addresses the agent should use.
 	CommsURLs []string `json:"comms_urls"`
+	// ReleasePublicKey is the server's release-signing public key, the
+	// standard base64 of its 32 Ed25519 bytes: the agent pins it and
+	// accepts only files (upgrades) whose signature it verifies. Absent
+	// when the server stores no files.
+	ReleasePublicKey string `json:"release_public_key,omitempty"`
 }
 
 // Agent describes an enrolled agent.
@@ -286,4 +291,29 @@ type ArgSpec struct {
 // ActionList is the answer of GET /api/v1/actions.
 type ActionList struct {
 	Items []ActionSpec `json:"items"`
+}
+
+// File describes a file stored on the server, content-addressed by its
+// SHA-256 (POST and GET /api/v1/files). Agents download it from the comms
+// listener at /api/v1/files/{sha256}.
+type File struct {
+	// Name is the name it was first uploaded under.
+	Name string `json:"name"`
+	// Size is its length in bytes.
+	Size int64 `json:"size"`
+	// SHA256 is the lowercase hex SHA-256 of its bytes.
+	SHA256 string `json:"sha256"`
+	// UploadedAt is when it was first uploaded; Uploader the name of the
+	// token that uploaded it.
+	UploadedAt time.Time `json:"uploaded_at"`
+	Uploader   string    `json:"uploader"`
+	// Signature is the standard base64 of the server's Ed25519 signature,
+	// by its release-signing key, of the 32 raw bytes of the SHA-256
+	// digest.
+	Signature string `json:"signature"`
+}
+
+// FileList is the answer of GET /api/v1/files.
+type FileList struct {
+	Items []File `json:"items"`
 }
