@@ -166,3 +166,13 @@ type CancelFilter struct {
 	RequestID string
 	OrderID   string
 }
+
+// Delivery is one agent's poll for orders, as DeliverOrders serves it.
+type Delivery struct {
+	AgentID string
+	// Received lists the ids of orders the agent stored since its last
+	// poll: they are not delivered again.
+	Received []string
+	// Limit is the most orders to return (0: 100).
+	Limit int
+}

@@ -88,12 +88,16 @@ type CommandStore interface {
 	// CommandCounts counts the orders of each request by status, in one
 	// query. Requests without orders (or unknown) have no entry.
 	CommandCounts(ctx context.Context, requestIDs []string) (map[string]map[OrderStatus]int, error)
-	// DeliverOrders acknowledges the receipt of the ids listed in received
-	// (orders of this agent only), then returns up to limit orders of the
-	// agent that are pending, or sent but not yet received, oldest first,
-	// marking them sent at now and counting the delivery. Orders past their
-	// time window are not returned, nor are server orders (AgentID "").
-	DeliverOrders(ctx context.Context, agentID string, received []string, limit int, now time.Time) ([]*Order, error)
+	// DeliverOrders serves the polls ds in one transaction, in order, and
+	// returns the orders of each at the same index. For each poll it
+	// acknowledges the receipt of the ids listed in Received (orders of
+	// that agent only), then returns up to Limit orders of the agent that
+	// are pending, or sent but not yet received, oldest first, marking them
+	// sent at now and counting the delivery. Orders past their time window
+	// are not returned, nor are server orders (AgentID ""). Serving many
+	// polls at once is what lets a fan-out to thousands of agents cost a
+	// few transactions rather than one per agent.
+	DeliverOrders(ctx context.Context, ds []Delivery, now time.Time) ([][]*Order, error)
 	// FinishOrder moves an order of the agent to success or failure with its
 	// result. It returns the order as stored. An order that had already
 	// finished is returned unchanged with no error (reports are

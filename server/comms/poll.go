@@ -29,7 +29,7 @@ func (s *Service) PollCommands(ctx context.Context, req *connect.Request[commsv1
 	// Seen at the end too: the agent was connected for the whole wait.
 	defer func() { s.o.Presence.Seen(a.ID, time.Now().UTC()) }()
 
-	orders, err := s.o.Store.DeliverOrders(ctx, a.ID, received, limit, s.o.Now().UTC())
+	orders, err := s.deliver.deliver(ctx, a.ID, received, limit)
 	if err != nil {
 		return nil, s.fail(method, err)
 	}
@@ -53,7 +53,7 @@ func (s *Service) PollCommands(ctx context.Context, req *connect.Request[commsv1
 				if _, err := s.agent(ctx, a.ID); err != nil {
 					return nil, s.fail(method, err)
 				}
-				orders, err = s.o.Store.DeliverOrders(ctx, a.ID, nil, limit, s.o.Now().UTC())
+				orders, err = s.deliver.deliver(ctx, a.ID, nil, limit)
 				if err != nil {
 					return nil, s.fail(method, err)
 				}

@@ -52,7 +52,8 @@ type Options struct {
 
 // Service implements commsv1connect.AgentServiceHandler.
 type Service struct {
-	o Options
+	o       Options
+	deliver *deliverer
 
 	mu     sync.Mutex
 	agents map[string]cachedAgent
@@ -85,7 +86,7 @@ func New(o Options) *Service {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Service{o: o, agents: map[string]cachedAgent{}}
+	return &Service{o: o, agents: map[string]cachedAgent{}, deliver: &deliverer{store: o.Store, now: o.Now}}
 }
 
 // Handler returns the HTTP handler of the comms API: the AgentService

@@ -361,7 +361,7 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 	c.do(t, call{method: "POST", path: "/api/v1/commands", token: admin, want: 201,
 		body: api.CreateCommandRequest{Target: api.Target{Type: "agent", ID: agent2}, Action: api.Action{Name: "restart"}}})
 	// agent1 receives and runs its order.
-	if _, err := e.store.DeliverOrders(ctx, agent1, nil, 10, time.Now().UTC()); err != nil {
+	if _, err := e.store.DeliverOrders(ctx, []tether.Delivery{{AgentID: agent1, Limit: 10}}, time.Now().UTC()); err != nil {
 		t.Fatalf("deliver: %v", err)
 	}
 	if _, err := e.store.FinishOrder(ctx, agent1, cmd.Orders[0].OrderID, tether.OrderSuccess,
@@ -828,7 +828,7 @@ func exerciseOrders(t *testing.T, c *checker, members []string) {
 		orderOf[o.AgentID] = o.OrderID
 	}
 	for i, status := range []tether.OrderStatus{tether.OrderSuccess, tether.OrderFailure} {
-		if _, err := c.e.store.DeliverOrders(ctx, members[i], nil, 10, time.Now().UTC()); err != nil {
+		if _, err := c.e.store.DeliverOrders(ctx, []tether.Delivery{{AgentID: members[i], Limit: 10}}, time.Now().UTC()); err != nil {
 			t.Fatalf("deliver to member %d: %v", i, err)
 		}
 		res := tether.Result{Code: i, Message: string(status)}
@@ -1034,7 +1034,7 @@ func exerciseProgress(t *testing.T, c *checker, members []string) {
 	}
 	await("the first counts", func(p api.Progress) bool { return p.Pending == 3 && !p.Done })
 
-	if _, err := c.e.store.DeliverOrders(ctx, members[0], nil, 10, time.Now().UTC()); err != nil {
+	if _, err := c.e.store.DeliverOrders(ctx, []tether.Delivery{{AgentID: members[0], Limit: 10}}, time.Now().UTC()); err != nil {
 		t.Fatalf("deliver: %v", err)
 	}
 	await("the order sent", func(p api.Progress) bool { return p.Sent == 1 })

@@ -338,51 +338,63 @@ func (db *DB) Order(ctx context.Context, id string) (*tether.Order, error) {
 	return getOrder(ctx, db.reader, id)
 }
 
-// DeliverOrders acknowledges the receipt of the ids in received (orders of
-// this agent only), then returns up to limit (default 100) orders of the
-// agent that are pending, or sent but not received, and whose time window
-// has not ended at now, in creation order; it marks them sent and counts the
-// delivery, all in one transaction.
-func (db *DB) DeliverOrders(ctx context.Context, agentID string, received []string, limitN int, now time.Time) ([]*tether.Order, error) {
+// DeliverOrders serves the polls ds in one transaction: for each, it
+// acknowledges the receipt of the ids in Received (orders of that agent
+// only), then returns up to Limit (default 100) orders of the agent that are
+// pending, or sent but not received, and whose time window has not ended at
+// now, in creation order, marking them sent and counting the delivery.
+func (db *DB) DeliverOrders(ctx context.Context, ds []tether.Delivery, now time.Time) ([][]*tether.Order, error) {
 	at := now.UnixNano()
-	var os []*tether.Order
+	out := make([][]*tether.Order, len(ds))
 	err := db.write(ctx, func(tx *sql.Tx) error {
-		if len(received) > 0 {
-			list, err := json.Marshal(received)
+		// Statements closed with the transaction.
+		c := newStmtCache(tx)
+		for i, d := range ds {
+			os, err := deliverOrders(ctx, c, d, at)
 			if err != nil {
-				return fmt.Errorf("encode received order ids: %w", err)
+				return err
 			}
-			// The unary + keeps SQLite on the id index rather than walking
-			// every order of the agent.
-			_, err = tx.ExecContext(ctx, `UPDATE orders SET received_at = ?
-				WHERE id IN (SELECT value FROM json_each(?)) AND +agent_id = ? AND received_at IS NULL`,
-				at, string(list), agentID)
-			if err != nil {
-				return fmt.Errorf("receive orders: %w", err)
-			}
+			out[i] = os
 		}
-		// The index on (agent_id, status) skips the agent's finished
-		// orders; without statistics SQLite would rather walk all of them
-		// in creation order.
-		var err error
-		os, err = sendOrders(ctx, tx, `SELECT seq FROM orders INDEXED BY orders_agent_status
-			WHERE agent_id = ?2 AND status IN ('pending', 'sent')
-				AND (status = 'pending' OR received_at IS NULL)
-				AND (timeout_at IS NULL OR timeout_at > ?1)
-			ORDER BY created_at, seq LIMIT ?3`, at, agentID, limit(limitN))
-		return err
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return os, nil
+	return out, nil
+}
+
+// deliverOrders serves one poll of DeliverOrders in tx.
+func deliverOrders(ctx context.Context, tx *stmtCache, d tether.Delivery, at int64) ([]*tether.Order, error) {
+	if len(d.Received) > 0 {
+		list, err := json.Marshal(d.Received)
+		if err != nil {
+			return nil, fmt.Errorf("encode received order ids: %w", err)
+		}
+		// The unary + keeps SQLite on the id index rather than walking
+		// every order of the agent.
+		_, err = tx.ExecContext(ctx, `UPDATE orders SET received_at = ?
+			WHERE id IN (SELECT value FROM json_each(?)) AND +agent_id = ? AND received_at IS NULL`,
+			at, string(list), d.AgentID)
+		if err != nil {
+			return nil, fmt.Errorf("receive orders: %w", err)
+		}
+	}
+	// The index on (agent_id, status) skips the agent's finished orders;
+	// without statistics SQLite would rather walk all of them in creation
+	// order.
+	return sendOrders(ctx, tx, `SELECT seq FROM orders INDEXED BY orders_agent_status
+		WHERE agent_id = ?2 AND status IN ('pending', 'sent')
+			AND (status = 'pending' OR received_at IS NULL)
+			AND (timeout_at IS NULL OR timeout_at > ?1)
+		ORDER BY created_at, seq LIMIT ?3`, at, d.AgentID, limit(d.Limit))
 }
 
 // sendOrders marks the orders whose seqs selectSeqs returns sent at at (the
 // first time only) and counts a delivery, in one statement, and returns them
 // as stored, by creation time then seq. selectSeqs gets at as ?1 and args as
 // ?2 and on.
-func sendOrders(ctx context.Context, tx *sql.Tx, selectSeqs string, at int64, args ...any) ([]*tether.Order, error) {
+func sendOrders(ctx context.Context, tx queryer, selectSeqs string, at int64, args ...any) ([]*tether.Order, error) {
 	os, seqs, err := queryOrders(ctx, tx, "send orders", `UPDATE orders
 		SET status = 'sent', sent_at = coalesce(sent_at, ?1), attempts = attempts + 1
 		WHERE seq IN (`+selectSeqs+`)

@@ -297,7 +297,7 @@ func testDeleteAgent(t *testing.T, s tether.Store) {
 	_, sent := createCommand(t, s, at(time.Second), time.Hour, a)
 	_, err := s.FinishOrder(ctx(t), a.ID, done[0].ID, tether.OrderSuccess, tether.Result{Message: "ok"}, at(time.Minute))
 	must(t, err)
-	delivered, err := s.DeliverOrders(ctx(t), a.ID, []string{}, 10, at(time.Second))
+	delivered, err := deliver(t, s, a.ID, []string{}, 10, at(time.Second))
 	must(t, err)
 	checkStrings(t, "delivered", ids(delivered), append(ids(orders[:1]), ids(sent)...))
 	for _, ag := range []*tether.Agent{a, b} {
@@ -345,7 +345,7 @@ func testDeleteAgent(t *testing.T, s tether.Store) {
 	checkStrings(t, "orders after delete", sortedIDs(gotOrders), sortedIDs(orders))
 
 	// Nothing is delivered for the deleted id.
-	delivered, err = s.DeliverOrders(ctx(t), a.ID, nil, 10, at(2*time.Minute))
+	delivered, err = deliver(t, s, a.ID, nil, 10, at(2*time.Minute))
 	if err == nil && len(delivered) != 0 {
 		t.Errorf("delivered %d orders to a deleted agent", len(delivered))
 	}

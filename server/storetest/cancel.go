@@ -15,7 +15,7 @@ func testCancelOrders(t *testing.T, s tether.Store) {
 	c := register(t, s, "c")
 	r, orders := createCommand(t, s, t0, time.Hour, a, b, c)
 	oa, ob, oc := orders[0], orders[1], orders[2]
-	_, err := s.DeliverOrders(ctx(t), b.ID, nil, 10, at(time.Second))
+	_, err := deliver(t, s, b.ID, nil, 10, at(time.Second))
 	must(t, err)
 	res := tether.Result{Message: "done"}
 	_, err = s.FinishOrder(ctx(t), c.ID, oc.ID, tether.OrderSuccess, res, at(2*time.Second))
@@ -53,7 +53,7 @@ func testCancelOrders(t *testing.T, s tether.Store) {
 	must(t, err)
 	checkOrder(t, got, &want)
 	for _, ag := range []*tether.Agent{a, b} {
-		delivered, err := s.DeliverOrders(ctx(t), ag.ID, nil, 10, at(3*time.Minute))
+		delivered, err := deliver(t, s, ag.ID, nil, 10, at(3*time.Minute))
 		must(t, err)
 		checkStrings(t, "delivered after cancel", ids(delivered), nil)
 	}

@@ -160,7 +160,7 @@ func testCreateCommandLarge(t *testing.T, s tether.Store) {
 			mine = append(mine, o.ID)
 		}
 	}
-	delivered, err := s.DeliverOrders(ctx(t), as[7].ID, nil, 100, at(time.Minute))
+	delivered, err := deliver(t, s, as[7].ID, nil, 100, at(time.Minute))
 	must(t, err)
 	checkStrings(t, "delivered", ids(delivered), mine)
 }
@@ -177,7 +177,7 @@ func testCommands(t *testing.T, s tether.Store) {
 
 	_, err := s.FinishOrder(ctx(t), a.ID, o2[0].ID, tether.OrderSuccess, tether.Result{Message: "ok"}, at(time.Hour))
 	must(t, err)
-	delivered, err := s.DeliverOrders(ctx(t), b.ID, nil, 10, at(30*time.Minute))
+	delivered, err := deliver(t, s, b.ID, nil, 10, at(30*time.Minute))
 	must(t, err)
 	if len(delivered) != 2 {
 		t.Fatalf("delivered %d orders to b, want 2", len(delivered))
@@ -239,7 +239,7 @@ func testDeliverOrders(t *testing.T, s tether.Store) {
 	oa, ob := orders[0], orders[1]
 
 	// First delivery.
-	got, err := s.DeliverOrders(ctx(t), a.ID, nil, 10, at(time.Second))
+	got, err := deliver(t, s, a.ID, nil, 10, at(time.Second))
 	must(t, err)
 	want := *oa
 	want.Status, want.SentAt, want.Attempts = tether.OrderSent, at(time.Second), 1
@@ -250,7 +250,7 @@ func testDeliverOrders(t *testing.T, s tether.Store) {
 	checkOrder(t, getOrder(t, s, oa.ID), &want)
 
 	// Not received: delivered again, first SentAt kept.
-	got, err = s.DeliverOrders(ctx(t), a.ID, nil, 10, at(2*time.Second))
+	got, err = deliver(t, s, a.ID, nil, 10, at(2*time.Second))
 	must(t, err)
 	want.Attempts = 2
 	if len(got) != 1 {
@@ -260,7 +260,7 @@ func testDeliverOrders(t *testing.T, s tether.Store) {
 
 	// Received (the other agent's order and unknown ids are ignored): not
 	// delivered again.
-	got, err = s.DeliverOrders(ctx(t), a.ID, []string{oa.ID, ob.ID, newID()}, 10, at(3*time.Second))
+	got, err = deliver(t, s, a.ID, []string{oa.ID, ob.ID, newID()}, 10, at(3*time.Second))
 	must(t, err)
 	if len(got) != 0 {
 		t.Errorf("delivered %d orders after receipt, want 0", len(got))
@@ -270,24 +270,24 @@ func testDeliverOrders(t *testing.T, s tether.Store) {
 	checkOrder(t, getOrder(t, s, ob.ID), ob)
 
 	// A second receipt keeps the first time.
-	_, err = s.DeliverOrders(ctx(t), a.ID, []string{oa.ID}, 10, at(4*time.Second))
+	_, err = deliver(t, s, a.ID, []string{oa.ID}, 10, at(4*time.Second))
 	must(t, err)
 	checkOrder(t, getOrder(t, s, oa.ID), &want)
 
 	// The other agent still gets its order.
-	got, err = s.DeliverOrders(ctx(t), b.ID, nil, 10, at(5*time.Second))
+	got, err = deliver(t, s, b.ID, nil, 10, at(5*time.Second))
 	must(t, err)
 	checkStrings(t, "delivered to b", ids(got), []string{ob.ID})
 
 	// A received order can be acknowledged in the same call that
 	// delivers a new one.
 	_, more := createCommand(t, s, at(time.Minute), time.Hour, b)
-	got, err = s.DeliverOrders(ctx(t), b.ID, []string{ob.ID}, 10, at(2*time.Minute))
+	got, err = deliver(t, s, b.ID, []string{ob.ID}, 10, at(2*time.Minute))
 	must(t, err)
 	checkStrings(t, "delivered to b", ids(got), ids(more))
 	checkTime(t, "ReceivedAt", getOrder(t, s, ob.ID).ReceivedAt, at(2*time.Minute))
 
-	got, err = s.DeliverOrders(ctx(t), newID(), nil, 10, at(time.Minute))
+	got, err = deliver(t, s, newID(), nil, 10, at(time.Minute))
 	if err == nil && len(got) != 0 {
 		t.Errorf("delivered %d orders to an unknown agent", len(got))
 	}
@@ -308,7 +308,7 @@ func testDeliverOrdersOrder(t *testing.T, s tether.Store) {
 	_, z := createCommand(t, s, at(time.Minute), time.Hour, a) // at the same time as x, stored after
 
 	want := append(append(ids(y), ids(xs)...), ids(z)...)
-	got, err := s.DeliverOrders(ctx(t), a.ID, nil, 100, at(2*time.Minute))
+	got, err := deliver(t, s, a.ID, nil, 100, at(2*time.Minute))
 	must(t, err)
 	checkStrings(t, "delivery order", ids(got), want)
 }
@@ -321,20 +321,20 @@ func testDeliverOrdersLimit(t *testing.T, s tether.Store) {
 		all = append(all, os...)
 	}
 	now := at(time.Minute)
-	got, err := s.DeliverOrders(ctx(t), a.ID, nil, 2, now)
+	got, err := deliver(t, s, a.ID, nil, 2, now)
 	must(t, err)
 	checkStrings(t, "first delivery", ids(got), ids(all[:2]))
 	// Unreceived orders come first again.
-	got, err = s.DeliverOrders(ctx(t), a.ID, nil, 2, now)
+	got, err = deliver(t, s, a.ID, nil, 2, now)
 	must(t, err)
 	checkStrings(t, "second delivery", ids(got), ids(all[:2]))
-	got, err = s.DeliverOrders(ctx(t), a.ID, ids(got), 2, now)
+	got, err = deliver(t, s, a.ID, ids(got), 2, now)
 	must(t, err)
 	checkStrings(t, "third delivery", ids(got), ids(all[2:4]))
-	got, err = s.DeliverOrders(ctx(t), a.ID, ids(got), 2, now)
+	got, err = deliver(t, s, a.ID, ids(got), 2, now)
 	must(t, err)
 	checkStrings(t, "fourth delivery", ids(got), ids(all[4:]))
-	got, err = s.DeliverOrders(ctx(t), a.ID, ids(got), 2, now)
+	got, err = deliver(t, s, a.ID, ids(got), 2, now)
 	must(t, err)
 	checkStrings(t, "last delivery", ids(got), nil)
 	for _, o := range all {
@@ -352,17 +352,17 @@ func testDeliverOrdersExpired(t *testing.T, s tether.Store) {
 	_, short := createCommand(t, s, t0, time.Minute, a)
 	_, long := createCommand(t, s, at(time.Second), time.Hour, a)
 
-	got, err := s.DeliverOrders(ctx(t), a.ID, nil, 10, at(59*time.Second))
+	got, err := deliver(t, s, a.ID, nil, 10, at(59*time.Second))
 	must(t, err)
 	checkStrings(t, "before the end of the window", ids(got), append(ids(short), ids(long)...))
 	// The window of short ends at t0+1m: sent but not received, it is not
 	// delivered again once the window ended.
-	got, err = s.DeliverOrders(ctx(t), a.ID, nil, 10, at(time.Minute))
+	got, err = deliver(t, s, a.ID, nil, 10, at(time.Minute))
 	must(t, err)
 	checkStrings(t, "at the end of the window", ids(got), ids(long))
 
 	_, late := createCommand(t, s, at(-time.Hour), time.Minute, a)
-	got, err = s.DeliverOrders(ctx(t), a.ID, ids(long), 10, at(2*time.Minute))
+	got, err = deliver(t, s, a.ID, ids(long), 10, at(2*time.Minute))
 	must(t, err)
 	checkStrings(t, "after the end of the window", ids(got), nil)
 	if o := getOrder(t, s, late[0].ID); o.Status != tether.OrderPending || o.Attempts != 0 {
@@ -374,7 +374,7 @@ func testFinishOrder(t *testing.T, s tether.Store) {
 	a := register(t, s, "a")
 	_, orders := createCommand(t, s, t0, time.Hour, a, a)
 	sent, pending := orders[0], orders[1]
-	got, err := s.DeliverOrders(ctx(t), a.ID, nil, 1, at(time.Second))
+	got, err := deliver(t, s, a.ID, nil, 1, at(time.Second))
 	must(t, err)
 	checkStrings(t, "delivered", ids(got), ids(orders[:1]))
 
@@ -403,7 +403,7 @@ func testFinishOrder(t *testing.T, s tether.Store) {
 	checkOrder(t, done, &want)
 
 	// Finished orders are not delivered, received or not.
-	got, err = s.DeliverOrders(ctx(t), a.ID, nil, 10, at(4*time.Minute))
+	got, err = deliver(t, s, a.ID, nil, 10, at(4*time.Minute))
 	must(t, err)
 	checkStrings(t, "delivered after finishing", ids(got), nil)
 }
@@ -430,4 +430,45 @@ func testFinishOrderRefused(t *testing.T, s tether.Store) {
 	must(t, err)
 	_, err = s.FinishOrder(ctx(t), b.ID, o.ID, tether.OrderSuccess, res, at(time.Minute))
 	wantCode(t, err, tether.ENOTFOUND)
+}
+
+// testDeliverOrdersBatch serves several polls in one call: each gets its
+// own agent's orders at its own index, receipts included, and an unknown
+// agent gets none without failing the others.
+func testDeliverOrdersBatch(t *testing.T, s tether.Store) {
+	a := register(t, s, "a")
+	b := register(t, s, "b")
+	c := register(t, s, "c")
+	_, first := createCommand(t, s, t0, time.Hour, a, b)
+	oa, ob := first[0], first[1]
+	got, err := s.DeliverOrders(ctx(t), []tether.Delivery{{AgentID: a.ID}, {AgentID: b.ID}, {AgentID: c.ID}, {AgentID: newID()}}, at(time.Second))
+	must(t, err)
+	if len(got) != 4 {
+		t.Fatalf("DeliverOrders of 4 polls returned %d lists", len(got))
+	}
+	checkStrings(t, "delivered to a", ids(got[0]), []string{oa.ID})
+	checkStrings(t, "delivered to b", ids(got[1]), []string{ob.ID})
+	checkStrings(t, "delivered to c", ids(got[2]), nil)
+	checkStrings(t, "delivered to an unknown agent", ids(got[3]), nil)
+
+	// a acknowledges its order; b does not, and gets it again, with the
+	// new one; the limit applies per poll.
+	_, second := createCommand(t, s, at(time.Minute), time.Hour, a, b)
+	got, err = s.DeliverOrders(ctx(t), []tether.Delivery{
+		{AgentID: a.ID, Received: []string{oa.ID}, Limit: 10},
+		{AgentID: b.ID, Limit: 1},
+	}, at(2*time.Minute))
+	must(t, err)
+	checkStrings(t, "delivered to a", ids(got[0]), []string{second[0].ID})
+	checkStrings(t, "delivered to b", ids(got[1]), []string{ob.ID})
+	checkTime(t, "ReceivedAt of a's order", getOrder(t, s, oa.ID).ReceivedAt, at(2*time.Minute))
+	if n := getOrder(t, s, ob.ID).Attempts; n != 2 {
+		t.Errorf("b's first order delivered %d times, want 2", n)
+	}
+
+	got, err = s.DeliverOrders(ctx(t), nil, at(3*time.Minute))
+	must(t, err)
+	if len(got) != 0 {
+		t.Errorf("DeliverOrders of no poll returned %d lists", len(got))
+	}
 }

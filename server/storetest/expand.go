@@ -71,12 +71,12 @@ func testCreateGroupCommand(t *testing.T, s tether.Store) {
 	checkStrings(t, "stored orders", sortedIDs(gotOrders), sortedIDs(orders))
 
 	// Each member gets its order; the others nothing.
-	got, err := s.DeliverOrders(ctx(t), b.ID, nil, 10, at(2*time.Minute))
+	got, err := deliver(t, s, b.ID, nil, 10, at(2*time.Minute))
 	must(t, err)
 	if len(got) != 1 || got[0].AgentID != b.ID || got[0].RequestID != r.ID {
 		t.Errorf("delivered to a member: %v", ids(got))
 	}
-	got, err = s.DeliverOrders(ctx(t), c.ID, nil, 10, at(2*time.Minute))
+	got, err = deliver(t, s, c.ID, nil, 10, at(2*time.Minute))
 	must(t, err)
 	checkStrings(t, "delivered to a non-member", ids(got), nil)
 
@@ -266,7 +266,7 @@ func testCreateGroupCommandAtomic(t *testing.T, s tether.Store) {
 	must(t, err)
 	checkStrings(t, "orders of the group after a cancelled expansion", ids(left), nil)
 	for _, a := range []*tether.Agent{as[0], as[n/4], as[n/2], as[n-1]} {
-		got, err := s.DeliverOrders(ctx(t), a.ID, nil, 10, at(time.Minute))
+		got, err := deliver(t, s, a.ID, nil, 10, at(time.Minute))
 		must(t, err)
 		checkStrings(t, "orders of a member after a cancelled expansion", ids(got), nil)
 	}
@@ -301,7 +301,7 @@ func testServerOrders(t *testing.T, s tether.Store) {
 
 	// Agents never get server orders.
 	for _, id := range []string{a.ID, ""} {
-		got, err := s.DeliverOrders(ctx(t), id, nil, 10, at(time.Second))
+		got, err := deliver(t, s, id, nil, 10, at(time.Second))
 		if err == nil && len(got) != 0 {
 			t.Errorf("DeliverOrders(%q) returned %d orders", id, len(got))
 		}

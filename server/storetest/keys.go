@@ -106,7 +106,7 @@ func testConcurrentWrites(t *testing.T, s tether.Store) {
 						return s.CreateCommand(ctx(t), r, orders)
 					},
 					func() error {
-						orders, err := s.DeliverOrders(ctx(t), a.ID, received, 10, now)
+						orders, err := deliver(t, s, a.ID, received, 10, now)
 						received = ids(orders)
 						for _, o := range orders {
 							if _, err := s.FinishOrder(ctx(t), a.ID, o.ID, tether.OrderSuccess, tether.Result{}, now); err != nil {

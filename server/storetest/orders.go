@@ -35,7 +35,7 @@ func testOrders(t *testing.T, s tether.Store) {
 		Action: tether.Action{Name: "reload-config"}, CreatedAt: at(2 * time.Minute)}
 	o3 := []*tether.Order{{ID: newID(), Action: r3.Action, CreatedAt: r3.CreatedAt}}
 	must(t, s.CreateCommand(ctx(t), r3, o3))
-	_, err := s.DeliverOrders(ctx(t), b.ID, nil, 10, at(time.Second))
+	_, err := deliver(t, s, b.ID, nil, 10, at(time.Second))
 	must(t, err)
 	_, err = s.FinishOrder(ctx(t), c.ID, o1[2].ID, tether.OrderSuccess, tether.Result{Message: "ok"}, at(time.Second))
 	must(t, err)
@@ -234,7 +234,7 @@ func testCommandCounts(t *testing.T, s tether.Store) {
 	b := register(t, s, "b")
 	c := register(t, s, "c")
 	r1, o1 := createCommand(t, s, t0, time.Hour, a, b, c, a)
-	_, err := s.DeliverOrders(ctx(t), b.ID, nil, 10, at(time.Second))
+	_, err := deliver(t, s, b.ID, nil, 10, at(time.Second))
 	must(t, err)
 	_, err = s.FinishOrder(ctx(t), c.ID, o1[2].ID, tether.OrderSuccess, tether.Result{}, at(time.Second))
 	must(t, err)

@@ -18,7 +18,7 @@ func testExpireOrders(t *testing.T, s tether.Store) {
 	_, done := createCommand(t, s, t0, time.Minute, a)
 	_, err := s.FinishOrder(ctx(t), a.ID, done[0].ID, tether.OrderSuccess, tether.Result{Message: "ok"}, at(2*time.Second))
 	must(t, err)
-	got, err := s.DeliverOrders(ctx(t), b.ID, nil, 10, at(2*time.Second))
+	got, err := deliver(t, s, b.ID, nil, 10, at(2*time.Second))
 	must(t, err)
 	checkStrings(t, "delivered", ids(got), ids(sent))
 

@@ -78,6 +78,7 @@ func Run(t *testing.T, open func(t *testing.T) tether.Store) {
 		{"DeliverOrdersOrder", testDeliverOrdersOrder},
 		{"DeliverOrdersLimit", testDeliverOrdersLimit},
 		{"DeliverOrdersExpired", testDeliverOrdersExpired},
+		{"DeliverOrdersBatch", testDeliverOrdersBatch},
 		{"FinishOrder", testFinishOrder},
 		{"FinishOrderRefused", testFinishOrderRefused},
 		{"ExpireOrders", testExpireOrders},
@@ -268,4 +269,17 @@ func sortedIDs(orders []*tether.Order) []string {
 
 func testPing(t *testing.T, s tether.Store) {
 	must(t, s.Ping(ctx(t)))
+}
+
+// deliver serves one poll of the agent through DeliverOrders.
+func deliver(t *testing.T, s tether.Store, agentID string, received []string, limit int, now time.Time) ([]*tether.Order, error) {
+	t.Helper()
+	got, err := s.DeliverOrders(ctx(t), []tether.Delivery{{AgentID: agentID, Received: received, Limit: limit}}, now)
+	if err != nil {
+		return nil, err
+	}
+	if len(got) != 1 {
+		t.Fatalf("DeliverOrders of one poll returned %d lists", len(got))
+	}
+	return got[0], nil
 }

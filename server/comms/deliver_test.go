@@ -1,0 +1,138 @@
+package comms
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tetherhq/tether"
+	"github.com/tetherhq/tether/server/sqlite"
+)
+
+// TestDelivererServesConcurrentPollsTogether has many polls ask at once:
+// each gets its own agent's order, and they share far fewer transactions
+// than polls; a poll that gives up is answered with its context's error and
+// its order is delivered again to the next poll.
+func TestDelivererServesConcurrentPollsTogether(t *testing.T) {
+	ctx := context.Background()
+	db, err := sqlite.Open(filepath.Join(t.TempDir(), "t.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	const n = 300
+	now := time.Now().UTC()
+	ids := make([]string, n)
+	r := &tether.CommandRequest{ID: uuid.NewString(), Target: tether.Target{Type: tether.TargetGroup, ID: "g"},
+		Action: tether.Action{Name: "restart"}, CreatedAt: now, Timeout: time.Hour}
+	var orders []*tether.Order
+	want := map[string]string{}
+	for i := range ids {
+		ids[i] = uuid.NewString()
+		if err := db.RegisterAgent(ctx, &tether.Agent{ID: ids[i], Name: "a", KeyHash: make([]byte, 32)}, "", now); err != nil {
+			t.Fatal(err)
+		}
+		o := &tether.Order{ID: uuid.NewString(), RequestID: r.ID, AgentID: ids[i], Action: r.Action,
+			Status: tether.OrderPending, CreatedAt: now, TimeoutAt: now.Add(time.Hour)}
+		orders = append(orders, o)
+		want[ids[i]] = o.ID
+	}
+	if err := db.CreateCommand(ctx, r, orders); err != nil {
+		t.Fatal(err)
+	}
+
+	counting := &countingStore{CommandStore: db, hold: 2, release: make(chan struct{})}
+	d := &deliverer{store: counting, now: time.Now}
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := d.deliver(gone, ids[0], nil, 10); err != context.Canceled {
+		t.Fatalf("deliver with a cancelled context: %v, want %v", err, context.Canceled)
+	}
+	// The cancelled poll's transaction may still run: wait for it.
+	waitFor(t, func() bool { return counting.calls() == 1 })
+
+	// The second transaction is held until every other poll queued behind
+	// it: they must then be served together.
+	go func() {
+		waitFor(t, func() bool {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			return counting.firstHeld()+len(d.queue) == n
+		})
+		close(counting.release)
+	}()
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, err := d.deliver(ctx, id, nil, 10)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if len(got) != 1 || got[0].ID != want[id] || got[0].AgentID != id {
+				t.Errorf("agent %s got %v, want its order %s", id, got, want[id])
+			}
+		}()
+	}
+	wg.Wait()
+	// 1 for the cancelled poll, 1 held, 1 for all the polls queued behind.
+	if calls := counting.calls(); calls > 3 {
+		t.Errorf("%d polls served by %d transactions, want at most 3", n, calls)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Error("condition not met within 10s")
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// countingStore counts DeliverOrders transactions and holds the one
+// numbered hold until release is closed.
+type countingStore struct {
+	tether.CommandStore
+	hold    int
+	release chan struct{}
+
+	mu   sync.Mutex
+	n    int
+	held int // polls in the held transaction
+}
+
+func (c *countingStore) DeliverOrders(ctx context.Context, ds []tether.Delivery, now time.Time) ([][]*tether.Order, error) {
+	c.mu.Lock()
+	c.n++
+	hold := c.n == c.hold
+	if hold {
+		c.held = len(ds)
+	}
+	c.mu.Unlock()
+	if hold {
+		<-c.release
+	}
+	return c.CommandStore.DeliverOrders(ctx, ds, now)
+}
+
+func (c *countingStore) firstHeld() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.held
+}
+
+func (c *countingStore) calls() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
