@@ -45,6 +45,14 @@ func TestTokenRoundTripAndFailures(t *testing.T) {
 	if err != nil || got != id {
 		t.Fatalf("Verify = %q, %v; want %q", got, err, id)
 	}
+	// Verified tokens are cached: the cache still honours the token's
+	// times (its expiry is checked below).
+	if got, err := keys.Verify(ctx, tok, now); err != nil || got != id {
+		t.Fatalf("second Verify = %q, %v; want %q", got, err, id)
+	}
+	if _, err := keys.Verify(ctx, tok, now.Add(-2*time.Minute)); tether.ErrorCode(err) != tether.EUNAUTHORIZED {
+		t.Errorf("Verify before the token's not-before time: error %v, want code %s", err, tether.EUNAUTHORIZED)
+	}
 
 	// A second node on the same store verifies the token: keys are shared.
 	other, err := authn.NewKeyring(ctx, store, 0)

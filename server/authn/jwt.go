@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -37,7 +38,23 @@ type Keyring struct {
 	keys       map[string]ed25519.PrivateKey
 	signer     *tether.SigningKey
 	lastReload time.Time
+
+	// verified caches the tokens whose signature checked out: an agent
+	// presents the same token on every call for its whole life, and an
+	// Ed25519 verification costs far more than a map look-up.
+	vmu      sync.Mutex
+	verified map[[sha256.Size]byte]verifiedToken
 }
+
+// verifiedToken is what Verify learnt from a token it checked.
+type verifiedToken struct {
+	subject   string
+	notBefore time.Time
+	expires   time.Time
+}
+
+// maxVerified bounds the cache of verified tokens (about 150 bytes each).
+const maxVerified = 1 << 18
 
 // NewKeyring loads the store's signing keys, creating the first one when
 // there is none.
@@ -131,6 +148,45 @@ func (k *Keyring) Issue(agentID string, now time.Time) (string, time.Time, error
 // the agent id it was issued to. Failures are EUNAUTHORIZED errors whose
 // message says what is wrong without echoing the token.
 func (k *Keyring) Verify(ctx context.Context, token string, now time.Time) (string, error) {
+	sum := sha256.Sum256([]byte(token))
+	k.vmu.Lock()
+	v, ok := k.verified[sum]
+	k.vmu.Unlock()
+	if ok && now.Before(v.expires) && !now.Before(v.notBefore) {
+		return v.subject, nil
+	}
+	v, err := k.verify(ctx, token, now)
+	if err != nil {
+		return "", err
+	}
+	k.remember(sum, v, now)
+	return v.subject, nil
+}
+
+// remember caches a verified token, first dropping the expired entries when
+// the cache is full (and all of them if that is not enough).
+func (k *Keyring) remember(sum [sha256.Size]byte, v verifiedToken, now time.Time) {
+	k.vmu.Lock()
+	defer k.vmu.Unlock()
+	if k.verified == nil {
+		k.verified = make(map[[sha256.Size]byte]verifiedToken)
+	}
+	if len(k.verified) >= maxVerified {
+		for s, e := range k.verified {
+			if !now.Before(e.expires) {
+				delete(k.verified, s)
+			}
+		}
+		if len(k.verified) >= maxVerified {
+			clear(k.verified)
+		}
+	}
+	k.verified[sum] = v
+}
+
+// verify checks a token the cache does not hold and returns what the cache
+// keeps of it.
+func (k *Keyring) verify(ctx context.Context, token string, now time.Time) (verifiedToken, error) {
 	parser := jwt.NewParser(
 		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
 		jwt.WithIssuer(Issuer),
@@ -150,14 +206,18 @@ func (k *Keyring) Verify(ctx context.Context, token string, now time.Time) (stri
 	switch {
 	case err == nil:
 	case errors.Is(err, jwt.ErrTokenExpired):
-		return "", tether.Errorf(tether.EUNAUTHORIZED, "token expired: authenticate again")
+		return verifiedToken{}, tether.Errorf(tether.EUNAUTHORIZED, "token expired: authenticate again")
 	default:
-		return "", &tether.Error{Code: tether.EUNAUTHORIZED, Message: "invalid token", Err: err}
+		return verifiedToken{}, &tether.Error{Code: tether.EUNAUTHORIZED, Message: "invalid token", Err: err}
 	}
 	if !tether.ValidID(claims.Subject) {
-		return "", tether.Errorf(tether.EUNAUTHORIZED, "invalid token subject")
+		return verifiedToken{}, tether.Errorf(tether.EUNAUTHORIZED, "invalid token subject")
 	}
-	return claims.Subject, nil
+	v := verifiedToken{subject: claims.Subject, expires: claims.ExpiresAt.Time}
+	if claims.NotBefore != nil {
+		v.notBefore = claims.NotBefore.Time
+	}
+	return v, nil
 }
 
 func (k *Keyring) key(ctx context.Context, kid string) ed25519.PrivateKey {
