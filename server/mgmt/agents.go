@@ -67,7 +67,8 @@ func (s *Server) registerAgent(w http.ResponseWriter, r *http.Request, caller *t
 		status = http.StatusOK
 	}
 	s.o.Log.Info("agent enrolled", "agent", a.ID, "name", a.Name, "token", caller.ID, "re_enrolled", existing != nil)
-	writeJSON(w, status, api.RegisterAgentResponse{Agent: s.agentJSON(a), AgentKey: key, CommsURLs: s.commsURLs(r)})
+	writeJSON(w, status, api.RegisterAgentResponse{Agent: s.agentJSON(a), AgentKey: key, CommsURLs: s.commsURLs(r),
+		ReleasePublicKey: s.releasePublicKey()})
 	return nil
 }
 

@@ -25,6 +25,9 @@ func (s *Server) createCommand(w http.ResponseWriter, r *http.Request, caller *t
 		}
 		timeout = d
 	}
+	if err := s.checkUpgrade(req.Action); err != nil {
+		return err
+	}
 	cr, orders, err := s.o.Commands.Create(r.Context(), command.New{
 		Target:  tether.Target{Type: tether.TargetType(req.Target.Type), ID: req.Target.ID},
 		Action:  tether.Action{Name: req.Action.Name, Args: req.Action.Args, Version: req.Action.Version},

@@ -208,7 +208,7 @@ func TestBodyOverOneMiB(t *testing.T) {
 	e := newEnv(t)
 	big := `{"name":"` + strings.Repeat("a", 1<<20) + `"}`
 	for _, rt := range mgmt.Routes() {
-		if rt.Method != http.MethodPost {
+		if rt.Method != http.MethodPost || rt.Streams() { // TestUploadTooLarge
 			continue
 		}
 		t.Run(rt.Pattern, func(t *testing.T) {

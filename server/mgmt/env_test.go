@@ -15,6 +15,7 @@ import (
 	"github.com/tetherhq/tether"
 	"github.com/tetherhq/tether/server/authn"
 	"github.com/tetherhq/tether/server/command"
+	"github.com/tetherhq/tether/server/files"
 	"github.com/tetherhq/tether/server/metrics"
 	"github.com/tetherhq/tether/server/mgmt"
 	"github.com/tetherhq/tether/server/notify"
@@ -52,6 +53,7 @@ func newEnvWith(t testing.TB, edit func(*mgmt.Options)) *env {
 	// may close it earlier.
 	t.Cleanup(func() { _ = db.Close() })
 	log := slog.New(slog.DiscardHandler)
+	fs := openFiles(t, files.Options{})
 	hub := notify.NewHub()
 	pres := presence.New(db, log)
 	o := mgmt.Options{
@@ -63,6 +65,7 @@ func newEnvWith(t testing.TB, edit func(*mgmt.Options)) *env {
 		PollWindow: pollWindow,
 		CommsURLs:  commsURLs,
 		Metrics:    metrics.New().Handler(),
+		Files:      fs,
 	}
 	if edit != nil {
 		edit(&o)
@@ -74,6 +77,22 @@ func newEnvWith(t testing.TB, edit func(*mgmt.Options)) *env {
 		e.tokens[r] = e.newToken(t, r, nil)
 	}
 	return e
+}
+
+// openFiles opens a file store, with a new release-signing key, in a
+// temporary directory.
+func openFiles(t testing.TB, o files.Options) *files.Store {
+	t.Helper()
+	dir := t.TempDir()
+	key, err := files.EnsureKey(dir)
+	if err != nil {
+		t.Fatalf("release key: %v", err)
+	}
+	fs, err := files.Open(filepath.Join(dir, "files"), key, o)
+	if err != nil {
+		t.Fatalf("open file store: %v", err)
+	}
+	return fs
 }
 
 // newToken creates a token of the role directly in the store, lets edit

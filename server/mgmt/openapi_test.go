@@ -438,6 +438,7 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 	members := exerciseGroups(t, c, agent1, agent2)
 	exerciseOrders(t, c, members)
 	exerciseProgress(t, c, members)
+	exerciseFiles(t, c, members[0])
 
 	// Revoke the enrollment token: it enrolls no more.
 	c.do(t, call{method: "DELETE", path: "/api/v1/enrollment-tokens/" + enroll.ID, token: operator, want: 204})
@@ -606,6 +607,7 @@ func TestOpenAPISchemasMatchAPITypes(t *testing.T) {
 		api.CreateCommandRequest{}, api.Result{}, api.Order{}, api.Command{}, api.CommandList{}, api.Health{},
 		api.Group{}, api.GroupList{}, api.CreateGroupRequest{}, api.UpdateGroupRequest{}, api.SetAgentGroupsRequest{},
 		api.OrderList{}, api.CancelResponse{}, api.ActionSpec{}, api.ArgSpec{}, api.ActionList{}, api.Progress{},
+		api.File{}, api.FileList{},
 	}
 	timeType, rawType := reflect.TypeFor[time.Time](), reflect.TypeFor[json.RawMessage]()
 	for _, v := range types {
@@ -650,7 +652,7 @@ func TestOpenAPISchemasMatchAPITypes(t *testing.T) {
 				want = ""
 			case ft.Kind() == reflect.String:
 				want = "string"
-			case ft.Kind() == reflect.Int:
+			case ft.Kind() == reflect.Int, ft.Kind() == reflect.Int64:
 				want = "integer"
 			case ft.Kind() == reflect.Bool:
 				want = "boolean"

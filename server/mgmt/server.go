@@ -17,6 +17,7 @@ import (
 	"github.com/tetherhq/tether/api"
 	"github.com/tetherhq/tether/server/authn"
 	"github.com/tetherhq/tether/server/command"
+	"github.com/tetherhq/tether/server/files"
 	"github.com/tetherhq/tether/server/group"
 	"github.com/tetherhq/tether/server/presence"
 )
@@ -52,6 +53,10 @@ type Options struct {
 	// AgentChanged is called after an agent was deleted or re-enrolled, so
 	// caches elsewhere on this node can drop it.
 	AgentChanged func(agentID string)
+	// Files stores the files agents download, and its release-signing key
+	// is handed to agents at enrollment (nil: the file routes answer
+	// not_supported).
+	Files *files.Store
 	// Metrics serves /metrics (Prometheus text format); nil: 404.
 	Metrics http.Handler
 	// Now returns the current time (time.Now when nil).
@@ -112,8 +117,21 @@ func Routes() []Route {
 		{"PATCH", "/api/v1/groups/{name}", tether.PermAgentsWrite, (*Server).updateGroup},
 		{"DELETE", "/api/v1/groups/{name}", tether.PermAgentsWrite, (*Server).deleteGroup},
 		{"PUT", "/api/v1/agents/{id}/groups", tether.PermAgentsWrite, (*Server).setAgentGroups},
+		{"POST", "/api/v1/files", tether.PermFilesWrite, (*Server).uploadFile},
+		{"GET", "/api/v1/files", tether.PermFilesRead, (*Server).listFiles},
+		{"GET", "/api/v1/files/{sha256}", tether.PermFilesRead, (*Server).getFile},
 	}
 }
+
+// streamingRoutes read their body as a stream and bound it themselves;
+// every other route's body is limited to maxBodyBytes.
+var streamingRoutes = map[string]bool{
+	"POST /api/v1/files": true,
+}
+
+// Streams reports whether the route reads its body as a stream with its
+// own limit, instead of a JSON body of at most 1 MiB.
+func (rt Route) Streams() bool { return streamingRoutes[rt.Method+" "+rt.Pattern] }
 
 // New returns the management API handler.
 func New(o Options) *Server {
@@ -157,7 +175,7 @@ func (s *Server) wrap(rt Route) http.Handler {
 				return
 			}
 		}
-		if r.Body != nil {
+		if r.Body != nil && !rt.Streams() {
 			r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 		}
 		if err := rt.handler(s, w, r, tok); err != nil {
