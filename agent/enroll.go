@@ -114,6 +114,11 @@ func Enroll(ctx context.Context, opts EnrollOptions) (Identity, error) {
 	if len(comms) == 0 {
 		comms = []string{defaultCommsURL(opts.Server)}
 	}
+	if resp.ReleasePublicKey != "" {
+		if _, err := decodeReleaseKey(resp.ReleasePublicKey); err != nil {
+			return Identity{}, fmt.Errorf("enrollment: the server sent an invalid %w", err)
+		}
+	}
 	ident := Identity{
 		AgentID:    resp.Agent.ID,
 		AgentKey:   resp.AgentKey,
@@ -121,6 +126,7 @@ func Enroll(ctx context.Context, opts EnrollOptions) (Identity, error) {
 		Server:     strings.TrimRight(opts.Server, "/"),
 		CommsURLs:  comms,
 		EnrolledAt: time.Now().UTC().Truncate(time.Second),
+		ReleaseKey: resp.ReleasePublicKey,
 	}
 	if ident.AgentID == "" {
 		ident.AgentID = id

@@ -3,10 +3,12 @@ package agent_test
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"math/big"
@@ -29,6 +31,8 @@ type fakeMgmt struct {
 	mu   sync.Mutex
 	keys map[string]string // agent id → key
 	reqs []api.RegisterAgentRequest
+	// releaseKey is the release_public_key answered.
+	releaseKey string
 }
 
 func (f *fakeMgmt) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -62,9 +66,10 @@ func (f *fakeMgmt) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(201)
 	json.NewEncoder(w).Encode(api.RegisterAgentResponse{
-		Agent:     api.Agent{ID: req.ID, Name: req.Name, Status: "enrolled", EnrolledAt: time.Now()},
-		AgentKey:  key,
-		CommsURLs: []string{"https://comms.example:7443"},
+		Agent:            api.Agent{ID: req.ID, Name: req.Name, Status: "enrolled", EnrolledAt: time.Now()},
+		AgentKey:         key,
+		CommsURLs:        []string{"https://comms.example:7443"},
+		ReleasePublicKey: f.releaseKey,
 	})
 }
 
@@ -83,6 +88,8 @@ func startMgmt(t *testing.T) (*fakeMgmt, *httptest.Server, string) {
 
 func TestEnrollWritesIdentityAndKeepsID(t *testing.T) {
 	f, srv, caFile := startMgmt(t)
+	releasePub, _, _ := ed25519.GenerateKey(rand.Reader)
+	f.releaseKey = base64.StdEncoding.EncodeToString(releasePub)
 	dir := filepath.Join(t.TempDir(), "data")
 	opts := agent.EnrollOptions{Server: srv.URL, Token: "good-token", CACertFile: caFile, DataDir: dir, Name: "web-1", Version: "1.0.0"}
 	id1, err := agent.Enroll(context.Background(), opts)
@@ -111,6 +118,10 @@ func TestEnrollWritesIdentityAndKeepsID(t *testing.T) {
 	if err != nil || loaded.AgentID != id1.AgentID || loaded.AgentKey != id1.AgentKey || loaded.Name != "web-1" ||
 		loaded.Server != srv.URL || len(loaded.CommsURLs) != 1 || loaded.CommsURLs[0] != "https://comms.example:7443" || loaded.EnrolledAt.IsZero() {
 		t.Fatalf("identity = %+v, %v", loaded, err)
+	}
+	// The release key is pinned with the identity.
+	if pub, err := loaded.ReleasePublicKey(); err != nil || !pub.Equal(releasePub) {
+		t.Fatalf("release key = %x, %v; want %x", pub, err, releasePub)
 	}
 	r := f.reqs[0]
 	if r.CurrentKey != "" || r.Hostname == "" || !strings.HasPrefix(r.OS, "linux") || r.Arch == "" || r.Version != "1.0.0" {
@@ -160,6 +171,31 @@ func TestEnrollErrorsAreOneLine(t *testing.T) {
 				t.Fatal("identity written after a failed enrollment")
 			}
 		})
+	}
+}
+
+func TestEnrollReleaseKey(t *testing.T) {
+	f, srv, caFile := startMgmt(t)
+	opts := func() agent.EnrollOptions {
+		return agent.EnrollOptions{Server: srv.URL, Token: "good-token", CACertFile: caFile, DataDir: t.TempDir()}
+	}
+	// A server that stores no files gives no key: enrollment works, and
+	// the identity says there is none.
+	id, err := agent.Enroll(context.Background(), opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := id.ReleasePublicKey(); err == nil || !strings.Contains(err.Error(), "no release key") {
+		t.Errorf("no key: %v", err)
+	}
+	// A key that is not 32 bytes of base64 fails enrollment.
+	f.releaseKey = base64.StdEncoding.EncodeToString([]byte("short"))
+	o := opts()
+	if _, err := agent.Enroll(context.Background(), o); err == nil || !strings.Contains(err.Error(), "invalid release key") {
+		t.Errorf("bad key: %v, want an error", err)
+	}
+	if _, err := os.Stat(filepath.Join(o.DataDir, agent.IdentityFile)); !os.IsNotExist(err) {
+		t.Error("identity written with a bad release key")
 	}
 }
 

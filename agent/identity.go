@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -33,6 +35,31 @@ type Identity struct {
 	Server     string    `json:"server"`
 	CommsURLs  []string  `json:"comms_urls"`
 	EnrolledAt time.Time `json:"enrolled_at"`
+	// ReleaseKey is the server's release-signing public key, pinned at
+	// enrollment: the standard base64 of its 32 Ed25519 bytes ("" when the
+	// server gave none). Files to install (upgrades) must carry its
+	// signature; see ReleasePublicKey.
+	ReleaseKey string `json:"release_public_key,omitempty"`
+}
+
+// ReleasePublicKey returns the release-signing public key pinned at
+// enrollment. A file is genuine when its SHA-256 digest is the one the
+// order names and ed25519.Verify(key, digest[:], signature) holds, with the
+// order's base64 signature decoded: the server signs exactly the 32 raw
+// bytes of the digest.
+func (id Identity) ReleasePublicKey() (ed25519.PublicKey, error) {
+	if id.ReleaseKey == "" {
+		return nil, errors.New("no release key: the server gave none at enrollment (enroll again with a server that stores files)")
+	}
+	return decodeReleaseKey(id.ReleaseKey)
+}
+
+func decodeReleaseKey(s string) (ed25519.PublicKey, error) {
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || len(b) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("release key %q: want the base64 of %d bytes", s, ed25519.PublicKeySize)
+	}
+	return ed25519.PublicKey(b), nil
 }
 
 // LoadIdentity reads DATA_DIR/identity.json; ErrNotEnrolled when absent.
