@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/tetherhq/tether/server/files"
 )
 
 // Config is the server's configuration: defaults, then the YAML file, then
@@ -45,6 +47,8 @@ type Config struct {
 	SweepInterval Duration `yaml:"sweep_interval"`
 	// Events configures the file sink.
 	Events EventsConfig `yaml:"events"`
+	// Files configures the store of files agents download (DATA/files).
+	Files FilesConfig `yaml:"files"`
 	// LogLevel is debug, info, warn or error; LogFormat text or json.
 	LogLevel  string `yaml:"log_level"`
 	LogFormat string `yaml:"log_format"`
@@ -71,6 +75,12 @@ type TLSConfig struct {
 // EventsConfig configures the NDJSON file sink under DATA/events.
 type EventsConfig struct {
 	MaxFileBytes int64 `yaml:"max_file_bytes"`
+}
+
+// FilesConfig configures the file store under DATA/files.
+type FilesConfig struct {
+	// MaxBytes is the largest file an upload may store.
+	MaxBytes int64 `yaml:"max_bytes"`
 }
 
 // Duration is a time.Duration written as "50s" in YAML.
@@ -101,6 +111,7 @@ func defaultConfig() Config {
 		TokenTTL:      Duration(15 * time.Minute),
 		SweepInterval: Duration(time.Second),
 		Events:        EventsConfig{MaxFileBytes: 64 << 20},
+		Files:         FilesConfig{MaxBytes: files.DefaultMaxBytes},
 		LogLevel:      "info",
 		LogFormat:     "text",
 
@@ -191,6 +202,8 @@ func (c *Config) validate() error {
 		return errors.New("order_retention: at least 1m")
 	case c.RetentionInterval <= 0:
 		return errors.New("retention_interval: must be a positive duration")
+	case c.Files.MaxBytes < 1:
+		return errors.New("files.max_bytes: at least 1")
 	case (c.TLS.CertFile == "") != (c.TLS.KeyFile == ""):
 		return errors.New("tls.cert_file, tls.key_file: set both or neither")
 	case c.TLS.CertFile != "" && c.TLS.CAFile == "":

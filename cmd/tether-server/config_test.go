@@ -13,7 +13,8 @@ func TestConfigFile(t *testing.T) {
 		name, yaml, wantErr string
 	}{
 		{"empty", "", ""},
-		{"full", "comms_addr: 127.0.0.1:1\npoll_wait: 10s\ntls:\n  cert_file: a\n  key_file: b\n  ca_file: c\nevents:\n  max_file_bytes: 100\n", ""},
+		{"full", "comms_addr: 127.0.0.1:1\npoll_wait: 10s\ntls:\n  cert_file: a\n  key_file: b\n  ca_file: c\nevents:\n  max_file_bytes: 100\nfiles:\n  max_bytes: 2147483648\n", ""},
+		{"unknown files key", "files:\n  max_size: 1\n", `unknown key "files.max_size"`},
 		{"unknown key", "poll_wiat: 5s\n", `unknown key "poll_wiat"`},
 		{"unknown nested key", "tls:\n  cert: x\n", `unknown key "tls.cert"`},
 		{"bad duration", "poll_wait: five\n", `"five" is not a duration`},
@@ -48,6 +49,7 @@ func TestConfigValidate(t *testing.T) {
 		{"half tls", func(c *Config) { c.TLS.CertFile = "x" }, "tls.cert_file"},
 		{"log level", func(c *Config) { c.LogLevel = "loud" }, "log_level"},
 		{"log format", func(c *Config) { c.LogFormat = "xml" }, "log_format"},
+		{"files max", func(c *Config) { c.Files.MaxBytes = 0 }, "files.max_bytes"},
 	}
 	for _, c := range cases {
 		cfg := defaultConfig()

@@ -19,6 +19,7 @@ import (
 	"github.com/tetherhq/tether/server/authn"
 	"github.com/tetherhq/tether/server/command"
 	"github.com/tetherhq/tether/server/comms"
+	"github.com/tetherhq/tether/server/files"
 	"github.com/tetherhq/tether/server/metrics"
 	"github.com/tetherhq/tether/server/mgmt"
 	"github.com/tetherhq/tether/server/notify"
@@ -89,6 +90,14 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 	if n.AdminToken, err = n.bootstrapAdmin(ctx); err != nil {
 		return nil, err
 	}
+	releaseKey, err := files.EnsureKey(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	fileStore, err := files.Open(filepath.Join(cfg.DataDir, "files"), releaseKey, files.Options{MaxBytes: cfg.Files.MaxBytes})
+	if err != nil {
+		return nil, err
+	}
 	if n.sink, err = file.Open(filepath.Join(cfg.DataDir, "events"), file.Options{MaxFileBytes: cfg.Events.MaxFileBytes}); err != nil {
 		return nil, fmt.Errorf("open event files: %w", err)
 	}
@@ -113,11 +122,11 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 	svc := comms.New(comms.Options{
 		Store: n.store, Sinks: []tether.Sink{n.sink}, Notifier: hub, Keys: keys, Presence: seen,
 		Log: log.With("api", "comms"), PollWait: time.Duration(cfg.PollWait), MaxPollWait: time.Duration(cfg.MaxPollWait),
-		MaxBodyBytes: cfg.MaxBodyBytes, Closing: n.closing, Metrics: mx,
+		MaxBodyBytes: cfg.MaxBodyBytes, Closing: n.closing, Metrics: mx, Files: fileStore,
 	})
 	api := mgmt.New(mgmt.Options{
 		Store: n.store, Commands: &command.Manager{Store: n.store, Notifier: hub, Metrics: mx}, Notifier: hub,
-		Metrics: mx.Handler(), Closing: n.closing,
+		Metrics: mx.Handler(), Closing: n.closing, Files: fileStore,
 		Presence: seen, Log: log.With("api", "management"), PollWindow: time.Duration(cfg.PollWait),
 		CommsURLs: cfg.CommsURLs, CommsPort: commsPort, AgentChanged: svc.Forget,
 		Ready: func(context.Context) error {

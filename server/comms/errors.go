@@ -3,6 +3,7 @@ package comms
 import (
 	"errors"
 	"log/slog"
+	"net/http"
 
 	"connectrpc.com/connect"
 
@@ -34,6 +35,34 @@ func ConnectCode(c tether.Code) connect.Code {
 		return cc
 	}
 	return connect.CodeInternal
+}
+
+// HTTPStatus returns the HTTP status the Connect protocol gives a code,
+// for the plain HTTP endpoints of the comms listener (files).
+func HTTPStatus(c connect.Code) int {
+	switch c {
+	case connect.CodeCanceled:
+		return 499
+	case connect.CodeInvalidArgument, connect.CodeFailedPrecondition, connect.CodeOutOfRange:
+		return http.StatusBadRequest
+	case connect.CodeDeadlineExceeded:
+		return http.StatusGatewayTimeout
+	case connect.CodeNotFound:
+		return http.StatusNotFound
+	case connect.CodeAlreadyExists, connect.CodeAborted:
+		return http.StatusConflict
+	case connect.CodePermissionDenied:
+		return http.StatusForbidden
+	case connect.CodeResourceExhausted:
+		return http.StatusTooManyRequests
+	case connect.CodeUnimplemented:
+		return http.StatusNotImplemented
+	case connect.CodeUnavailable:
+		return http.StatusServiceUnavailable
+	case connect.CodeUnauthenticated:
+		return http.StatusUnauthorized
+	}
+	return http.StatusInternalServerError
 }
 
 // fail counts a refused call and converts its error for the wire.

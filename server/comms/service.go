@@ -14,6 +14,7 @@ import (
 	commsv1 "github.com/tetherhq/tether/gen/tether/comms/v1"
 	"github.com/tetherhq/tether/gen/tether/comms/v1/commsv1connect"
 	"github.com/tetherhq/tether/server/authn"
+	"github.com/tetherhq/tether/server/files"
 	"github.com/tetherhq/tether/server/metrics"
 	"github.com/tetherhq/tether/server/presence"
 )
@@ -37,6 +38,9 @@ type Options struct {
 	Keys     *authn.Keyring
 	Presence *presence.Tracker
 	Log      *slog.Logger
+	// Files, when set, serves the files agents download at
+	// GET /api/v1/files/{sha256}.
+	Files *files.Store
 	// Metrics, when set, records calls, deliveries and results.
 	Metrics *metrics.Metrics
 	// PollWait is the default long-poll wait, MaxPollWait its upper bound.
@@ -90,7 +94,8 @@ func New(o Options) *Service {
 }
 
 // Handler returns the HTTP handler of the comms API: the AgentService
-// (gRPC, gRPC-Web and Connect) and gRPC server reflection. Request bodies
+// (gRPC, gRPC-Web and Connect), gRPC server reflection, and the files
+// agents download (GET /api/v1/files/{sha256}). Request bodies
 // larger than MaxBodyBytes are refused without being read whole.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -102,6 +107,7 @@ func (s *Service) Handler() http.Handler {
 	reflector := grpcreflect.NewStaticReflector(commsv1connect.AgentServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	mux.HandleFunc("GET "+FilePath+"{sha256}", s.serveFile)
 	limit := s.o.MaxBodyBytes + 64<<10 // room for envelope framing
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > limit {
