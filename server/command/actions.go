@@ -45,7 +45,11 @@ type Spec struct {
 	Doc    string
 }
 
-var sha256RE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+var (
+	sha256RE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	// signatureRE is the standard base64 of a 64-byte Ed25519 signature.
+	signatureRE = regexp.MustCompile(`^[A-Za-z0-9+/]{86}==$`)
+)
 
 // builtins are the actions Tether itself implements.
 var builtins = map[string]Spec{
@@ -54,9 +58,9 @@ var builtins = map[string]Spec{
 	"set-config": {Name: "set-config", Doc: "fetch, validate and apply the centralized configuration without restarting"},
 	"upgrade": {Name: "upgrade", Doc: "download, verify and install another agent binary, rolling back if it does not come up", Args: []Arg{
 		{Name: "version", Type: ArgString, Required: true, Doc: "the version being installed"},
-		{Name: "sha256", Type: ArgString, Required: true, Pattern: sha256RE, Doc: "lowercase hex SHA-256 of the file"},
-		{Name: "file", Type: ArgString, Required: true, Doc: "the file's name on the server's file endpoint"},
-		{Name: "signature", Type: ArgString, Required: true, Doc: "base64 Ed25519 signature by the release-signing key"},
+		{Name: "sha256", Type: ArgString, Required: true, Pattern: sha256RE, Doc: "lowercase hex SHA-256 of the file: the agent downloads GET /api/v1/files/{sha256} from the comms listener"},
+		{Name: "file", Type: ArgString, Required: true, Doc: "the name the file was uploaded under (for logs and results)"},
+		{Name: "signature", Type: ArgString, Required: true, Pattern: signatureRE, Doc: "standard base64 of the release-signing key's Ed25519 signature of the 32 raw bytes of the SHA-256 digest"},
 	}},
 	"active-response": {Name: "active-response", Doc: "run an allowlisted executable with arguments, without a shell", Args: []Arg{
 		{Name: "command", Type: ArgString, Required: true, Doc: "executable name inside the allowlisted directory"},

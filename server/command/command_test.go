@@ -124,6 +124,7 @@ func TestBuiltinActionArguments(t *testing.T) {
 	m, _, agentID := setup(t)
 	agent := tether.Target{Type: tether.TargetAgent, ID: agentID}
 	sha := "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	sig := "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=="
 	cases := []struct {
 		name   string
 		target tether.Target
@@ -133,7 +134,8 @@ func TestBuiltinActionArguments(t *testing.T) {
 	}{
 		{"restart takes nothing", agent, "restart", ``, ""},
 		{"restart refuses args", agent, "restart", `{"now":true}`, "action.args.now"},
-		{"upgrade complete", agent, "upgrade", `{"version":"1.2.0","sha256":"` + sha + `","file":"tether-agent","signature":"c2ln"}`, ""},
+		{"upgrade complete", agent, "upgrade", `{"version":"1.2.0","sha256":"` + sha + `","file":"tether-agent","signature":"` + sig + `"}`, ""},
+		{"upgrade bad signature", agent, "upgrade", `{"version":"1.2.0","sha256":"` + sha + `","file":"tether-agent","signature":"c2ln"}`, "action.args.signature"},
 		{"upgrade missing sha", agent, "upgrade", `{"version":"1.2.0","file":"f","signature":"s"}`, "action.args.sha256"},
 		{"upgrade bad sha", agent, "upgrade", `{"version":"1","sha256":"xyz","file":"f","signature":"s"}`, "action.args.sha256"},
 		{"active-response", agent, "active-response", `{"command":"block-ip","args":["1.2.3.4"],"timeout":"30s"}`, ""},
