@@ -10,11 +10,11 @@ import (
 )
 
 func (a *app) agentsCommand() *cobra.Command {
-	cmd := group("agents", "List, show and remove agents; read their state",
+	cmd := group("agents", "List, show, remove and upgrade agents; read their state",
 		"Agents are the enrolled endpoints. Their status is active, disconnected or enrolled (never connected).",
 		"agent")
 	cmd.AddCommand(a.agentsListCommand(), a.agentsShowCommand(), a.agentsDeleteCommand(), a.agentsStateCommand(),
-		a.agentsSetGroupsCommand())
+		a.agentsSetGroupsCommand(), a.agentsUpgradeCommand())
 	return cmd
 }
 

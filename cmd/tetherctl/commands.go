@@ -99,48 +99,55 @@ cancel the command ('tetherctl commands cancel ID' does).`,
 		if err != nil {
 			return &exitError{code: exitUsage, err: err}
 		}
-		created, err := c.CreateCommand(ctx, api.CreateCommandRequest{
+		return a.sendCommand(ctx, c, api.CreateCommandRequest{
 			Target:  target,
 			Action:  api.Action{Name: args[0], Args: actionArgs},
 			Timeout: timeout,
-		})
-		if err != nil {
-			return err
-		}
-		total := created.Progress().Total
-		if !wait {
-			if a.jsonOut() {
-				return a.printJSON(created)
-			}
-			fmt.Fprintf(a.stdout, "command %s created: %d order(s) for %s\n", created.ID, total, targetString(created.Target))
-			return a.commandOrders(created)
-		}
-		if !a.jsonOut() {
-			fmt.Fprintf(a.stdout, "command %s created, waiting for %d order(s)\n", created.ID, total)
-		}
-		bar := newProgress(a.stderr)
-		final, err := c.WaitCommand(ctx, created.ID, interval, func(p api.Progress) {
-			bar.update(p.Success+p.Failure, p.Total, p.Success, p.Failure)
-		})
-		bar.done()
-		var we *api.WaitError
-		if errors.As(err, &we) {
-			return fmt.Errorf("%v; the command goes on: follow it with 'tetherctl commands show %s', stop it with 'tetherctl commands cancel %s'", err, created.ID, created.ID)
-		}
-		if err != nil {
-			return err
-		}
-		if a.jsonOut() {
-			err = a.printJSON(final)
-		} else {
-			err = a.commandOrders(final)
-		}
-		if err != nil {
-			return err
-		}
-		return failedOrders(final)
+		}, wait, interval)
 	})
 	return cmd
+}
+
+// sendCommand creates a command and prints it; with wait, it follows the
+// command's progress to its end as 'commands send --help' describes, and
+// returns an exit-3 error when an order failed.
+func (a *app) sendCommand(ctx context.Context, c *api.Client, req api.CreateCommandRequest, wait bool, interval time.Duration) error {
+	created, err := c.CreateCommand(ctx, req)
+	if err != nil {
+		return err
+	}
+	total := created.Progress().Total
+	if !wait {
+		if a.jsonOut() {
+			return a.printJSON(created)
+		}
+		fmt.Fprintf(a.stdout, "command %s created: %d order(s) for %s\n", created.ID, total, targetString(created.Target))
+		return a.commandOrders(created)
+	}
+	if !a.jsonOut() {
+		fmt.Fprintf(a.stdout, "command %s created, waiting for %d order(s)\n", created.ID, total)
+	}
+	bar := newProgress(a.stderr)
+	final, err := c.WaitCommand(ctx, created.ID, interval, func(p api.Progress) {
+		bar.update(p.Success+p.Failure, p.Total, p.Success, p.Failure)
+	})
+	bar.done()
+	var we *api.WaitError
+	if errors.As(err, &we) {
+		return fmt.Errorf("%v; the command goes on: follow it with 'tetherctl commands show %s', stop it with 'tetherctl commands cancel %s'", err, created.ID, created.ID)
+	}
+	if err != nil {
+		return err
+	}
+	if a.jsonOut() {
+		err = a.printJSON(final)
+	} else {
+		err = a.commandOrders(final)
+	}
+	if err != nil {
+		return err
+	}
+	return failedOrders(final)
 }
 
 // sendTarget returns the target of exactly one of the target flags.

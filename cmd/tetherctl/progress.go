@@ -72,3 +72,71 @@ func (p *progress) done() {
 		fmt.Fprintln(p.w)
 	}
 }
+
+// byteProgress shows how much of an upload was sent: a bar redrawn in
+// place on a terminal, at most every 100ms, for bodies of 1 MiB or more;
+// nothing otherwise.
+type byteProgress struct {
+	w       io.Writer
+	show    bool
+	total   int64
+	sent    int64
+	shownAt time.Time
+	drawn   bool
+}
+
+func newByteProgress(w io.Writer, total int64) *byteProgress {
+	tty := false
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			tty = true
+		}
+	}
+	return &byteProgress{w: w, show: tty && total >= 1<<20, total: total}
+}
+
+// reader returns r counting what is read from it.
+func (p *byteProgress) reader(r io.Reader) io.Reader {
+	if !p.show {
+		return r
+	}
+	return &countingReader{r: r, p: p}
+}
+
+func (p *byteProgress) add(n int) {
+	p.sent += int64(n)
+	if t := now(); p.sent >= p.total || t.Sub(p.shownAt) >= 100*time.Millisecond {
+		p.shownAt = t
+		p.draw()
+	}
+}
+
+func (p *byteProgress) draw() {
+	filled := 0
+	if p.total > 0 {
+		filled = int(min(p.sent, p.total) * barWidth / p.total)
+	}
+	bar := strings.Repeat("#", filled) + strings.Repeat(".", barWidth-filled)
+	fmt.Fprintf(p.w, "\r[%s] %s / %s uploaded", bar, humanBytes(p.sent), humanBytes(p.total))
+	p.drawn = true
+}
+
+// done ends the bar's line.
+func (p *byteProgress) done() {
+	if p.drawn {
+		fmt.Fprintln(p.w)
+	}
+}
+
+type countingReader struct {
+	r io.Reader
+	p *byteProgress
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	if n > 0 {
+		c.p.add(n)
+	}
+	return n, err
+}

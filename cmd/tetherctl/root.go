@@ -31,8 +31,8 @@ const defaultServer = "https://127.0.0.1:7444"
 const rootLong = `tetherctl drives a Tether server through its management API: it creates
 enrollment tokens, lists and removes agents, reads their state, manages
 groups and their configuration, sends commands to an agent, a group or the
-server (optionally following their progress live), cancels them, and lists
-their orders.
+server (optionally following their progress live), cancels them, lists
+their orders, and uploads the files agents download (agent upgrades).
 
 Connection:
   --server, --token or --token-file, and --ca-cert say where and who.
@@ -50,7 +50,7 @@ Exit codes:
   0  success
   1  the server answered an error, or it could not be reached
   2  usage error: unknown command or flag, bad value, missing token
-  3  commands send --wait: at least one order failed`
+  3  commands send --wait, agents upgrade --wait: at least one order failed`
 
 const rootExample = `  export TETHER_SERVER=https://tether.example.com:7444
   export TETHER_TOKEN=$(cat ~/.tether/token)
@@ -61,6 +61,7 @@ const rootExample = `  export TETHER_SERVER=https://tether.example.com:7444
   tetherctl commands send --agent 3f2c… restart --wait
   tetherctl commands send --group web restart --wait
   tetherctl orders list --status failure --since 1h
+  tetherctl agents upgrade --group web --file ./tether-agent --version 2.1.0 --wait
   tetherctl agents list -o json | jq -r '.items[].id'`
 
 // app holds the global flags and what every command needs.
@@ -146,7 +147,7 @@ func (a *app) rootCommand() *cobra.Command {
 	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "time limit of each API call, as a `DURATION`")
 
 	root.AddCommand(a.tokensCommand(), a.agentsCommand(), a.groupsCommand(), a.commandsCommand(),
-		a.ordersCommand(), a.actionsCommand())
+		a.ordersCommand(), a.actionsCommand(), a.filesCommand())
 	return root
 }
 
