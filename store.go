@@ -114,7 +114,15 @@ type CommandStore interface {
 	// changed; finished orders are left alone, so a cancel racing a
 	// sweeper or a report never changes an order twice. A request or order
 	// that does not exist is ENOTFOUND; an empty filter EINVALID.
-	CancelOrders(ctx context.Context, f CancelFilter, at time.Time) (int, error)
+	//
+	// It also returns the agents that had been sent one of the orders it
+	// changed (each once, in no set order): their agents may hold the
+	// orders and are to be told not to start them.
+	CancelOrders(ctx context.Context, f CancelFilter, at time.Time) (n int, sentTo []string, err error)
+	// FinishedAmong returns those of ids that are orders of the agent and
+	// have finished (success or failure), in no set order. Unknown ids and
+	// other agents' orders are left out.
+	FinishedAmong(ctx context.Context, agentID string, ids []string) ([]string, error)
 	// FinishedOrders returns up to limit (0: 100) orders that finished
 	// before before, oldest finish first (then by id): the next orders
 	// that retention archives and deletes.

@@ -128,7 +128,7 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 		Store: n.store, Commands: &command.Manager{Store: n.store, Notifier: hub, Metrics: mx}, Notifier: hub,
 		Metrics: mx.Handler(), Closing: n.closing, Files: fileStore,
 		Presence: seen, Log: log.With("api", "management"), PollWindow: time.Duration(cfg.PollWait),
-		CommsURLs: cfg.CommsURLs, CommsPort: commsPort, AgentChanged: svc.Forget,
+		CommsURLs: cfg.CommsURLs, CommsPort: commsPort, AgentChanged: svc.Forget, ConfigChanged: svc.ForgetConfigs,
 		Ready: func(context.Context) error {
 			if !n.ready.Load() {
 				return errors.New("not serving")

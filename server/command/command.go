@@ -155,9 +155,14 @@ func validate(n *New) error {
 // "cancelled" and returns how many orders changed. A result an agent
 // reports later for a cancelled order is acknowledged and ignored.
 func (m *Manager) Cancel(ctx context.Context, f tether.CancelFilter) (int, error) {
-	n, err := m.Store.CancelOrders(ctx, f, m.now())
+	n, sentTo, err := m.Store.CancelOrders(ctx, f, m.now())
 	if err != nil {
 		return 0, err
+	}
+	// Agents holding a cancelled order learn it on their next poll, which
+	// this wakes: they skip the order if they have not started it.
+	if len(sentTo) > 0 && m.Notifier != nil {
+		m.Notifier.Notify(sentTo...)
 	}
 	return n, nil
 }

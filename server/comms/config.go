@@ -6,6 +6,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strings"
+	"sync"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -33,6 +36,53 @@ func (s *Service) GetConfig(ctx context.Context, req *connect.Request[commsv1.Ge
 		return nil, s.fail(method, fmt.Errorf("convert config: %w", err))
 	}
 	return connect.NewResponse(&commsv1.GetConfigResponse{Version: version, Config: cfg}), nil
+}
+
+// configVersions caches the version of the merged configuration of each
+// list of groups, so that a poll learns an agent's configuration version
+// without reading the store. Entries live agentCacheTTL; ForgetConfigs
+// drops them all when a configuration changes through this node.
+type configVersions struct {
+	mu sync.Mutex
+	m  map[string]cachedVersion
+}
+
+type cachedVersion struct {
+	version string
+	at      time.Time
+}
+
+// ForgetConfigs drops the cached configuration versions (after a group's
+// configuration changed through this node).
+func (s *Service) ForgetConfigs() {
+	s.configs.mu.Lock()
+	clear(s.configs.m)
+	s.configs.mu.Unlock()
+}
+
+// configVersion returns the version of the configuration that GetConfig
+// gives an agent in groups.
+func (s *Service) configVersion(ctx context.Context, groups []string) (string, error) {
+	key := strings.Join(groups, "\x00")
+	now := time.Now()
+	c := &s.configs
+	c.mu.Lock()
+	v, ok := c.m[key]
+	c.mu.Unlock()
+	if ok && now.Sub(v.at) < agentCacheTTL {
+		return v.version, nil
+	}
+	_, version, err := MergedConfig(ctx, s.o.Store, groups)
+	if err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) > 1<<16 {
+		c.m = map[string]cachedVersion{}
+	}
+	c.m[key] = cachedVersion{version: version, at: now}
+	c.mu.Unlock()
+	return version, nil
 }
 
 // MergedConfig merges the configurations of groups, in order, later groups

@@ -1,6 +1,7 @@
 package comms
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -84,6 +85,7 @@ func FuzzReportResults(f *testing.F) {
 			OrderId: "0b6f3c5e-4a0e-4c7e-9a51-8f0d2f6f1f2a", Status: commsv1.OrderStatus_ORDER_STATUS_SUCCESS, Data: data,
 		}}},
 		&commsv1.PollCommandsRequest{Wait: durationpb.New(time.Second), ReceivedOrderIds: []string{"0b6f3c5e-4a0e-4c7e-9a51-8f0d2f6f1f2a"}},
+		&commsv1.PollCommandsRequest{QueuedOrderIds: []string{"0b6f3c5e-4a0e-4c7e-9a51-8f0d2f6f1f2a", "x"}, ConfigVersion: "0123456789abcdef"},
 	)
 	s := New(Options{})
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -96,11 +98,22 @@ func FuzzReportResults(f *testing.F) {
 				}
 			}
 		}
-		var poll commsv1.PollCommandsRequest
-		if proto.Unmarshal(data, &poll) == nil {
-			wait, limit, _, err := s.pollArgs(&poll)
-			if err == nil && (wait <= 0 || wait > DefaultMaxPollWait || limit <= 0 || limit > DefaultMaxOrders) {
-				t.Fatalf("poll args out of range: %s %d", wait, limit)
+		var req2 commsv1.PollCommandsRequest
+		if proto.Unmarshal(data, &req2) == nil {
+			p, err := s.pollArgs(&req2)
+			if err != nil {
+				return
+			}
+			if p.wait <= 0 || p.wait > DefaultMaxPollWait || p.limit <= 0 || p.limit > DefaultMaxOrders {
+				t.Fatalf("poll args out of range: %s %d", p.wait, p.limit)
+			}
+			if len(p.received) > maxReceivedIDs || len(p.queued) > maxReceivedIDs || len(p.configVersion) > 64 {
+				t.Fatalf("poll args too long: %d received, %d queued, version %d bytes", len(p.received), len(p.queued), len(p.configVersion))
+			}
+			for _, id := range append(slices.Clone(p.received), p.queued...) {
+				if !tether.ValidID(id) {
+					t.Fatalf("accepted order id %q", id)
+				}
 			}
 		}
 	})

@@ -11,30 +11,33 @@ import (
 )
 
 // PollCommands implements the AgentService RPC: a long-poll that answers as
-// soon as orders exist for the agent, or empty when the wait is over.
+// soon as there is something to say — orders to run, orders the agent holds
+// that were cancelled, a new configuration version — or empty when the wait
+// is over.
 func (s *Service) PollCommands(ctx context.Context, req *connect.Request[commsv1.PollCommandsRequest]) (*connect.Response[commsv1.PollCommandsResponse], error) {
 	const method = "PollCommands"
 	a, err := s.authenticate(ctx, req.Header())
 	if err != nil {
 		return nil, s.fail(method, err)
 	}
-	wait, limit, received, err := s.pollArgs(req.Msg)
+	p, err := s.pollArgs(req.Msg)
 	if err != nil {
 		return nil, s.fail(method, err)
 	}
-	// Subscribe before the first query, so an order created between the
-	// query and the wait still wakes this poll.
+	// Subscribe before the first look, so an order created between the
+	// look and the wait still wakes this poll.
 	wake, release := s.o.Notifier.Subscribe(a.ID)
 	defer release()
 	// Seen at the end too: the agent was connected for the whole wait.
 	defer func() { s.o.Presence.Seen(a.ID, time.Now().UTC()) }()
 
-	orders, err := s.deliver.deliver(ctx, a.ID, received, limit)
+	ans, err := s.look(ctx, a, p)
 	if err != nil {
 		return nil, s.fail(method, err)
 	}
-	if len(orders) == 0 {
-		timer := time.NewTimer(wait)
+	p.received = nil // acknowledged by the first look
+	if !ans.ready(p) {
+		timer := time.NewTimer(p.wait)
 		defer timer.Stop()
 	wait:
 		for {
@@ -46,26 +49,30 @@ func (s *Service) PollCommands(ctx context.Context, req *connect.Request[commsv1
 			case <-s.o.Closing:
 				break wait
 			case <-wake:
-				// A wake-up is also how a deletion reaches waiting polls:
-				// deleting through this node drops the cached record
-				// (Forget), so this reads the store only then, or once the
-				// cache entry is older than agentCacheTTL.
-				if _, err := s.agent(ctx, a.ID); err != nil {
+				// A wake-up is also how a deletion or a change of groups
+				// reaches waiting polls: changing the agent through this
+				// node drops the cached record (Forget), so this reads the
+				// store only then, or once the cache entry is older than
+				// agentCacheTTL.
+				if a, err = s.agent(ctx, a.ID); err != nil {
 					return nil, s.fail(method, err)
 				}
-				orders, err = s.deliver.deliver(ctx, a.ID, nil, limit)
-				if err != nil {
+				if ans, err = s.look(ctx, a, p); err != nil {
 					return nil, s.fail(method, err)
 				}
-				if len(orders) > 0 {
+				if ans.ready(p) {
 					break wait
 				}
 			}
 		}
 	}
-	resp := &commsv1.PollCommandsResponse{Orders: make([]*commsv1.Order, 0, len(orders))}
+	resp := &commsv1.PollCommandsResponse{
+		Orders:            make([]*commsv1.Order, 0, len(ans.orders)),
+		ConfigVersion:     ans.configVersion,
+		CancelledOrderIds: ans.cancelled,
+	}
 	now := s.o.Now()
-	for _, o := range orders {
+	for _, o := range ans.orders {
 		if o.Attempts == 1 {
 			s.o.Metrics.OrderDelivered(o.CreatedAt, now)
 		}
@@ -78,29 +85,75 @@ func (s *Service) PollCommands(ctx context.Context, req *connect.Request[commsv1
 	return connect.NewResponse(resp), nil
 }
 
-func (s *Service) pollArgs(m *commsv1.PollCommandsRequest) (time.Duration, int, []string, error) {
-	wait := s.o.PollWait
+// poll is what a PollCommandsRequest asks, validated.
+type poll struct {
+	wait          time.Duration
+	limit         int
+	received      []string
+	queued        []string
+	configVersion string
+}
+
+// answer is what a poll could be told at one moment.
+type answer struct {
+	orders        []*tether.Order
+	cancelled     []string
+	configVersion string
+}
+
+// ready reports whether the answer is worth returning before the wait ends.
+func (a answer) ready(p poll) bool {
+	return len(a.orders) > 0 || len(a.cancelled) > 0 ||
+		(p.configVersion != "" && a.configVersion != p.configVersion)
+}
+
+// look delivers the agent's waiting orders (acknowledging p.received) and
+// finds which of its queued orders finished and its configuration version.
+func (s *Service) look(ctx context.Context, a *tether.Agent, p poll) (answer, error) {
+	var ans answer
+	var err error
+	if ans.orders, err = s.deliver.deliver(ctx, a.ID, p.received, p.limit); err != nil {
+		return answer{}, err
+	}
+	if len(p.queued) > 0 {
+		if ans.cancelled, err = s.o.Store.FinishedAmong(ctx, a.ID, p.queued); err != nil {
+			return answer{}, err
+		}
+	}
+	if ans.configVersion, err = s.configVersion(ctx, a.Groups); err != nil {
+		return answer{}, err
+	}
+	return ans, nil
+}
+
+func (s *Service) pollArgs(m *commsv1.PollCommandsRequest) (poll, error) {
+	p := poll{wait: s.o.PollWait, limit: int(m.MaxOrders), received: m.ReceivedOrderIds,
+		queued: m.QueuedOrderIds, configVersion: m.ConfigVersion}
 	if d := m.GetWait(); d != nil {
 		if d.CheckValid() != nil || d.AsDuration() < 0 {
-			return 0, 0, nil, tether.FieldError("wait", "not a valid non-negative duration")
+			return poll{}, tether.FieldError("wait", "not a valid non-negative duration")
 		}
 		if v := d.AsDuration(); v > 0 {
-			wait = min(v, s.o.MaxPollWait)
+			p.wait = min(v, s.o.MaxPollWait)
 		}
 	}
-	limit := int(m.MaxOrders)
-	if limit <= 0 || limit > DefaultMaxOrders {
-		limit = DefaultMaxOrders
+	if p.limit <= 0 || p.limit > DefaultMaxOrders {
+		p.limit = DefaultMaxOrders
 	}
-	if len(m.ReceivedOrderIds) > maxReceivedIDs {
-		return 0, 0, nil, tether.FieldError("received_order_ids", "at most %d ids per poll", maxReceivedIDs)
-	}
-	for _, id := range m.ReceivedOrderIds {
-		if !tether.ValidID(id) {
-			return 0, 0, nil, tether.FieldError("received_order_ids", "%q is not an order id", id)
+	for field, ids := range map[string][]string{"received_order_ids": p.received, "queued_order_ids": p.queued} {
+		if len(ids) > maxReceivedIDs {
+			return poll{}, tether.FieldError(field, "at most %d ids per poll", maxReceivedIDs)
+		}
+		for _, id := range ids {
+			if !tether.ValidID(id) {
+				return poll{}, tether.FieldError(field, "%q is not an order id", id)
+			}
 		}
 	}
-	return wait, limit, m.ReceivedOrderIds, nil
+	if len(p.configVersion) > 64 {
+		return poll{}, tether.FieldError("config_version", "at most 64 bytes: send the version GetConfig returned")
+	}
+	return p, nil
 }
 
 // ReportResults implements the AgentService RPC.

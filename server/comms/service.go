@@ -58,6 +58,7 @@ type Options struct {
 type Service struct {
 	o       Options
 	deliver *deliverer
+	configs configVersions
 
 	mu     sync.Mutex
 	agents map[string]cachedAgent

@@ -34,6 +34,12 @@ type Service struct {
 	Notifier tether.Notifier
 	// Now returns the current time (time.Now when nil).
 	Now func() time.Time
+	// ForgetAgent and ForgetConfigs, when set, are called before agents
+	// are woken: the first with an agent whose groups changed, the second
+	// when a configuration changed. A node's comms API drops what it cached
+	// of them there, so the polls it wakes see the change.
+	ForgetAgent   func(agentID string)
+	ForgetConfigs func()
 }
 
 // Create creates a group with a description and a YAML configuration (""
@@ -124,6 +130,12 @@ func (s *Service) Delete(ctx context.Context, name string) error {
 	if err := s.Store.DeleteGroup(ctx, name); err != nil {
 		return err
 	}
+	if s.ForgetAgent != nil {
+		for _, id := range ids {
+			s.ForgetAgent(id)
+		}
+	}
+	s.configsChanged()
 	s.notify(ids...)
 	return nil
 }
@@ -161,12 +173,16 @@ func (s *Service) SetAgentGroups(ctx context.Context, agentID string, groups []s
 	if err := s.Store.SetAgentGroups(ctx, agentID, groups); err != nil {
 		return nil, err
 	}
+	if s.ForgetAgent != nil {
+		s.ForgetAgent(agentID)
+	}
 	s.notify(agentID)
 	return s.Store.Agent(ctx, agentID)
 }
 
 // wakeMembers wakes the long-polls of every member of the group.
 func (s *Service) wakeMembers(ctx context.Context, name string) error {
+	s.configsChanged()
 	ids, err := s.members(ctx, name)
 	if err != nil {
 		return err
@@ -195,6 +211,12 @@ func (s *Service) members(ctx context.Context, name string) ([]string, error) {
 			return ids, nil
 		}
 		after = page[len(page)-1].ID
+	}
+}
+
+func (s *Service) configsChanged() {
+	if s.ForgetConfigs != nil {
+		s.ForgetConfigs()
 	}
 }
 

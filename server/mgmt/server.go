@@ -53,6 +53,10 @@ type Options struct {
 	// AgentChanged is called after an agent was deleted or re-enrolled, so
 	// caches elsewhere on this node can drop it.
 	AgentChanged func(agentID string)
+	// ConfigChanged is called after a group's configuration changed (or a
+	// group was deleted), before its agents are woken, so caches of
+	// configuration versions on this node can drop theirs.
+	ConfigChanged func()
 	// Files stores the files agents download, and its release-signing key
 	// is handed to agents at enrollment (nil: the file routes answer
 	// not_supported).
@@ -147,11 +151,12 @@ func New(o Options) *Server {
 	if o.ProgressKeepAlive <= 0 {
 		o.ProgressKeepAlive = defaultProgressKeepAlive
 	}
-	if o.Groups == nil {
-		o.Groups = &group.Service{Store: o.Store, Notifier: o.Notifier, Now: o.Now}
-	}
 	if o.AgentChanged == nil {
 		o.AgentChanged = func(string) {}
+	}
+	if o.Groups == nil {
+		o.Groups = &group.Service{Store: o.Store, Notifier: o.Notifier, Now: o.Now,
+			ForgetAgent: o.AgentChanged, ForgetConfigs: o.ConfigChanged}
 	}
 	s := &Server{o: o, mux: http.NewServeMux()}
 	for _, rt := range Routes() {

@@ -420,7 +420,7 @@ func sendOrders(ctx context.Context, tx queryer, selectSeqs string, at int64, ar
 // CancelOrders fails every pending or sent order that f selects, with the
 // message "cancelled", in one conditional update, and returns how many it
 // changed.
-func (db *DB) CancelOrders(ctx context.Context, f tether.CancelFilter, at time.Time) (int, error) {
+func (db *DB) CancelOrders(ctx context.Context, f tether.CancelFilter, at time.Time) (int, []string, error) {
 	var (
 		where []string
 		args  = []any{timeArg(at)}
@@ -434,18 +434,41 @@ func (db *DB) CancelOrders(ctx context.Context, f tether.CancelFilter, at time.T
 		args = append(args, f.OrderID)
 	}
 	if len(where) == 0 {
-		return 0, tether.Errorf(tether.EINVALID, "name a command or an order to cancel")
+		return 0, nil, tether.Errorf(tether.EINVALID, "name a command or an order to cancel")
 	}
 	cond := strings.Join(where, " AND ")
-	var n int64
+	var (
+		n      int
+		sentTo []string
+	)
 	err := db.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE orders
+		rows, err := tx.QueryContext(ctx, `UPDATE orders
 			SET status = 'failure', result_code = 0, result_message = 'cancelled', result_data = NULL, finished_at = ?
-			WHERE `+cond+` AND status IN ('pending', 'sent')`, args...)
+			WHERE `+cond+` AND status IN ('pending', 'sent')
+			RETURNING agent_id, sent_at IS NOT NULL`, args...)
 		if err != nil {
 			return fmt.Errorf("cancel orders: %w", err)
 		}
-		if n, err = rowsAffected(res); err != nil || n > 0 {
+		seen := map[string]bool{}
+		for rows.Next() {
+			var (
+				agent sql.NullString
+				sent  bool
+			)
+			if err := rows.Scan(&agent, &sent); err != nil {
+				rows.Close()
+				return fmt.Errorf("cancel orders: %w", err)
+			}
+			n++
+			if sent && agent.Valid && !seen[agent.String] {
+				seen[agent.String] = true
+				sentTo = append(sentTo, agent.String)
+			}
+		}
+		if err := rows.Close(); err != nil {
+			return fmt.Errorf("cancel orders: %w", err)
+		}
+		if err := rows.Err(); err != nil || n > 0 {
 			return err
 		}
 		var one int
@@ -466,9 +489,26 @@ func (db *DB) CancelOrders(ctx context.Context, f tether.CancelFilter, at time.T
 		return nil
 	})
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	return int(n), nil
+	return n, sentTo, nil
+}
+
+// FinishedAmong returns those of ids that are finished orders of the agent.
+func (db *DB) FinishedAmong(ctx context.Context, agentID string, ids []string) ([]string, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	list, err := json.Marshal(ids)
+	if err != nil {
+		return nil, fmt.Errorf("encode order ids: %w", err)
+	}
+	return queryAll(ctx, db.reader, func(s scanner) (string, error) {
+		var id string
+		return id, s.Scan(&id)
+	}, "select finished orders", `SELECT id FROM orders
+		WHERE id IN (SELECT value FROM json_each(?)) AND +agent_id = ? AND status IN ('success', 'failure')`,
+		string(list), agentID)
 }
 
 // ClaimServerOrders moves up to limit (default 100) pending server orders

@@ -21,12 +21,14 @@ func testCancelOrders(t *testing.T, s tether.Store) {
 	_, err = s.FinishOrder(ctx(t), c.ID, oc.ID, tether.OrderSuccess, res, at(2*time.Second))
 	must(t, err)
 
-	// Pending and sent orders fail; finished ones stay.
-	n, err := s.CancelOrders(ctx(t), tether.CancelFilter{RequestID: r.ID}, at(time.Minute))
+	// Pending and sent orders fail; finished ones stay. Only b had been
+	// sent its order: it is the agent to tell.
+	n, sentTo, err := s.CancelOrders(ctx(t), tether.CancelFilter{RequestID: r.ID}, at(time.Minute))
 	must(t, err)
 	if n != 2 {
 		t.Errorf("CancelOrders = %d, want 2", n)
 	}
+	checkStrings(t, "agents sent a cancelled order", sentTo, []string{b.ID})
 	cancelled := tether.Result{Message: "cancelled"}
 	want := *oa
 	want.Status, want.Result, want.FinishedAt = tether.OrderFailure, cancelled, at(time.Minute)
@@ -40,10 +42,10 @@ func testCancelOrders(t *testing.T, s tether.Store) {
 	checkOrder(t, getOrder(t, s, oc.ID), &wantC)
 
 	// Again: nothing changes.
-	n, err = s.CancelOrders(ctx(t), tether.CancelFilter{RequestID: r.ID}, at(2*time.Minute))
+	n, sentTo, err = s.CancelOrders(ctx(t), tether.CancelFilter{RequestID: r.ID}, at(2*time.Minute))
 	must(t, err)
-	if n != 0 {
-		t.Errorf("second CancelOrders = %d, want 0", n)
+	if n != 0 || len(sentTo) != 0 {
+		t.Errorf("second CancelOrders = %d, %v; want 0 and no agent", n, sentTo)
 	}
 	checkOrder(t, getOrder(t, s, ob.ID), &want)
 
@@ -60,7 +62,7 @@ func testCancelOrders(t *testing.T, s tether.Store) {
 
 	// One order of a request.
 	r2, orders2 := createCommand(t, s, at(time.Minute), time.Hour, a, b)
-	n, err = s.CancelOrders(ctx(t), tether.CancelFilter{OrderID: orders2[1].ID}, at(4*time.Minute))
+	n, _, err = s.CancelOrders(ctx(t), tether.CancelFilter{OrderID: orders2[1].ID}, at(4*time.Minute))
 	must(t, err)
 	if n != 1 {
 		t.Errorf("CancelOrders of one order = %d, want 1", n)
@@ -69,13 +71,13 @@ func testCancelOrders(t *testing.T, s tether.Store) {
 		t.Errorf("cancelled order: status %s, message %q", o.Status, o.Result.Message)
 	}
 	checkOrder(t, getOrder(t, s, orders2[0].ID), orders2[0])
-	n, err = s.CancelOrders(ctx(t), tether.CancelFilter{OrderID: orders2[1].ID}, at(5*time.Minute))
+	n, _, err = s.CancelOrders(ctx(t), tether.CancelFilter{OrderID: orders2[1].ID}, at(5*time.Minute))
 	must(t, err)
 	if n != 0 {
 		t.Errorf("second CancelOrders of one order = %d, want 0", n)
 	}
 	// Of a request, both given.
-	n, err = s.CancelOrders(ctx(t), tether.CancelFilter{RequestID: r2.ID, OrderID: orders2[0].ID}, at(5*time.Minute))
+	n, _, err = s.CancelOrders(ctx(t), tether.CancelFilter{RequestID: r2.ID, OrderID: orders2[0].ID}, at(5*time.Minute))
 	must(t, err)
 	if n != 1 {
 		t.Errorf("CancelOrders of one order of a request = %d, want 1", n)
@@ -85,7 +87,7 @@ func testCancelOrders(t *testing.T, s tether.Store) {
 	srv := &tether.CommandRequest{ID: newID(), Target: tether.Target{Type: tether.TargetServer},
 		Action: tether.Action{Name: "noop"}, CreatedAt: t0}
 	must(t, s.CreateCommand(ctx(t), srv, nil))
-	n, err = s.CancelOrders(ctx(t), tether.CancelFilter{RequestID: srv.ID}, at(time.Minute))
+	n, _, err = s.CancelOrders(ctx(t), tether.CancelFilter{RequestID: srv.ID}, at(time.Minute))
 	must(t, err)
 	if n != 0 {
 		t.Errorf("CancelOrders of a request without orders = %d, want 0", n)
@@ -97,10 +99,10 @@ func testCancelOrders(t *testing.T, s tether.Store) {
 		{RequestID: r2.ID, OrderID: oa.ID}, // an order of another request
 		{RequestID: newID(), OrderID: oa.ID},
 	} {
-		_, err = s.CancelOrders(ctx(t), f, at(time.Hour))
+		_, _, err = s.CancelOrders(ctx(t), f, at(time.Hour))
 		wantCode(t, err, tether.ENOTFOUND)
 	}
-	_, err = s.CancelOrders(ctx(t), tether.CancelFilter{}, at(time.Hour))
+	_, _, err = s.CancelOrders(ctx(t), tether.CancelFilter{}, at(time.Hour))
 	wantCode(t, err, tether.EINVALID)
 }
 
@@ -146,7 +148,7 @@ func testCancelOrdersConcurrent(t *testing.T, s tether.Store) {
 		wg.Go(func() { // canceller, each in its own order
 			for i := range requests {
 				r := reqs[(i*(w+1)+w)%requests]
-				n, err := s.CancelOrders(ctx(t), tether.CancelFilter{RequestID: r.ID}, now)
+				n, _, err := s.CancelOrders(ctx(t), tether.CancelFilter{RequestID: r.ID}, now)
 				if err != nil {
 					t.Errorf("CancelOrders: %v", err)
 					return
@@ -185,4 +187,31 @@ func testCancelOrdersConcurrent(t *testing.T, s tether.Store) {
 		t.Errorf("sweepers counted %d, cancellers %d; orders: %v (of %d)", expired, canceled, byMessage, len(all))
 	}
 	t.Logf("%d orders: %d timed out, %d cancelled, %d reported", len(all), expired, canceled, byMessage["ok"])
+}
+
+// testFinishedAmong tells an agent which of the orders it holds finished
+// on the server: of that agent only, unknown ids left out.
+func testFinishedAmong(t *testing.T, s tether.Store) {
+	a := register(t, s, "a")
+	b := register(t, s, "b")
+	r, orders := createCommand(t, s, t0, time.Hour, a, b)
+	_, more := createCommand(t, s, at(time.Second), time.Hour, a, a)
+	all := []string{orders[0].ID, orders[1].ID, more[0].ID, more[1].ID, newID()}
+	got, err := s.FinishedAmong(ctx(t), a.ID, all)
+	must(t, err)
+	checkStrings(t, "finished before any", got, nil)
+
+	_, _, err = s.CancelOrders(ctx(t), tether.CancelFilter{RequestID: r.ID}, at(time.Minute))
+	must(t, err)
+	_, err = s.FinishOrder(ctx(t), a.ID, more[1].ID, tether.OrderSuccess, tether.Result{}, at(time.Minute))
+	must(t, err)
+	got, err = s.FinishedAmong(ctx(t), a.ID, all)
+	must(t, err)
+	checkStrings(t, "finished orders of a", sortedStrings(got), sortedStrings([]string{orders[0].ID, more[1].ID}))
+	got, err = s.FinishedAmong(ctx(t), b.ID, all)
+	must(t, err)
+	checkStrings(t, "finished orders of b", got, []string{orders[1].ID})
+	got, err = s.FinishedAmong(ctx(t), a.ID, nil)
+	must(t, err)
+	checkStrings(t, "finished among none", got, nil)
 }

@@ -126,7 +126,7 @@ func testConcurrentWrites(t *testing.T, s tether.Store) {
 						if len(orders) != 1 {
 							return fmt.Errorf("group command: %d orders, want 1", len(orders))
 						}
-						_, err = s.CancelOrders(ctx(t), tether.CancelFilter{RequestID: r.ID}, now)
+						_, _, err = s.CancelOrders(ctx(t), tether.CancelFilter{RequestID: r.ID}, now)
 						return err
 					},
 					func() error {

@@ -239,7 +239,7 @@ func testCommandCounts(t *testing.T, s tether.Store) {
 	_, err = s.FinishOrder(ctx(t), c.ID, o1[2].ID, tether.OrderSuccess, tether.Result{}, at(time.Second))
 	must(t, err)
 	r2, _ := createCommand(t, s, t0, time.Hour, b)
-	_, err = s.CancelOrders(ctx(t), tether.CancelFilter{RequestID: r2.ID}, at(time.Second))
+	_, _, err = s.CancelOrders(ctx(t), tether.CancelFilter{RequestID: r2.ID}, at(time.Second))
 	must(t, err)
 	r3 := &tether.CommandRequest{ID: newID(), Target: tether.Target{Type: tether.TargetServer},
 		Action: tether.Action{Name: "noop"}, CreatedAt: t0}

@@ -107,7 +107,7 @@ func testRetentionLoop(t *testing.T, s tether.Store) {
 		orders = append(orders, more[0])
 	}
 	must(t, s.CreateCommand(ctx(t), r, orders))
-	_, err := s.CancelOrders(ctx(t), tether.CancelFilter{RequestID: r.ID}, at(time.Second))
+	_, _, err := s.CancelOrders(ctx(t), tether.CancelFilter{RequestID: r.ID}, at(time.Second))
 	must(t, err)
 	kept, _ := createCommand(t, s, t0, time.Hour, a)
 	_, err = s.FinishOrder(ctx(t), a.ID, getRequestOrder(t, s, kept.ID).ID, tether.OrderSuccess, tether.Result{}, at(time.Hour))

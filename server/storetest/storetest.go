@@ -73,6 +73,7 @@ func Run(t *testing.T, open func(t *testing.T) tether.Store) {
 		{"Retention", testRetention},
 		{"RetentionLoop", testRetentionLoop},
 		{"CancelOrdersConcurrent", testCancelOrdersConcurrent},
+		{"FinishedAmong", testFinishedAmong},
 		{"ClaimServerOrdersConcurrent", testClaimServerOrdersConcurrent},
 		{"DeliverOrders", testDeliverOrders},
 		{"DeliverOrdersOrder", testDeliverOrdersOrder},
@@ -282,4 +283,10 @@ func deliver(t *testing.T, s tether.Store, agentID string, received []string, li
 		t.Fatalf("DeliverOrders of one poll returned %d lists", len(got))
 	}
 	return got[0], nil
+}
+
+func sortedStrings(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
 }

@@ -745,9 +745,22 @@ type PollCommandsRequest struct {
 	// id is harmless.
 	ReceivedOrderIds []string `protobuf:"bytes,2,rep,name=received_order_ids,json=receivedOrderIds,proto3" json:"received_order_ids,omitempty"`
 	// The most orders to return at once; 0 means the server default (100).
-	MaxOrders     uint32 `protobuf:"varint,3,opt,name=max_orders,json=maxOrders,proto3" json:"max_orders,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MaxOrders uint32 `protobuf:"varint,3,opt,name=max_orders,json=maxOrders,proto3" json:"max_orders,omitempty"`
+	// The version of the centralized configuration the agent runs
+	// (GetConfigResponse.version), or empty if it does not follow it. When the
+	// agent's configuration on the server has another version (its groups
+	// changed, or one of their configurations did), the server answers at once
+	// with the new version in PollCommandsResponse.config_version, instead of
+	// holding the call; the agent then fetches it with GetConfig.
+	ConfigVersion string `protobuf:"bytes,4,opt,name=config_version,json=configVersion,proto3" json:"config_version,omitempty"`
+	// Ids of orders the agent has stored but not started yet (its queue),
+	// at most 1,000. When any of them has finished on the server meanwhile
+	// (cancelled, or timed out), the server answers at once and lists them
+	// in PollCommandsResponse.cancelled_order_ids. A poll that lists none is
+	// never told about cancellations.
+	QueuedOrderIds []string `protobuf:"bytes,5,rep,name=queued_order_ids,json=queuedOrderIds,proto3" json:"queued_order_ids,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *PollCommandsRequest) Reset() {
@@ -801,14 +814,37 @@ func (x *PollCommandsRequest) GetMaxOrders() uint32 {
 	return 0
 }
 
-// PollCommandsResponse carries orders for the agent, oldest first.
+func (x *PollCommandsRequest) GetConfigVersion() string {
+	if x != nil {
+		return x.ConfigVersion
+	}
+	return ""
+}
+
+func (x *PollCommandsRequest) GetQueuedOrderIds() []string {
+	if x != nil {
+		return x.QueuedOrderIds
+	}
+	return nil
+}
+
+// PollCommandsResponse carries orders for the agent, oldest first, and what
+// changed for the orders and configuration it already has.
 type PollCommandsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Orders to execute, in creation order. Empty when the wait ended with
 	// nothing to do. Execute them in this order, one after another.
-	Orders        []*Order `protobuf:"bytes,1,rep,name=orders,proto3" json:"orders,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Orders []*Order `protobuf:"bytes,1,rep,name=orders,proto3" json:"orders,omitempty"`
+	// The version of the agent's current centralized configuration. Always
+	// set; when it differs from the version the agent runs, call GetConfig.
+	ConfigVersion string `protobuf:"bytes,2,opt,name=config_version,json=configVersion,proto3" json:"config_version,omitempty"`
+	// Ids among PollCommandsRequest.queued_order_ids of orders that finished
+	// on the server without a result from the agent: cancelled by an operator
+	// or timed out. Do not start them. Reporting a result for them is
+	// harmless (the server keeps the first outcome) but not needed.
+	CancelledOrderIds []string `protobuf:"bytes,3,rep,name=cancelled_order_ids,json=cancelledOrderIds,proto3" json:"cancelled_order_ids,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *PollCommandsResponse) Reset() {
@@ -844,6 +880,20 @@ func (*PollCommandsResponse) Descriptor() ([]byte, []int) {
 func (x *PollCommandsResponse) GetOrders() []*Order {
 	if x != nil {
 		return x.Orders
+	}
+	return nil
+}
+
+func (x *PollCommandsResponse) GetConfigVersion() string {
+	if x != nil {
+		return x.ConfigVersion
+	}
+	return ""
+}
+
+func (x *PollCommandsResponse) GetCancelledOrderIds() []string {
+	if x != nil {
+		return x.CancelledOrderIds
 	}
 	return nil
 }
@@ -1344,14 +1394,18 @@ const file_tether_comms_v1_agent_proto_rawDesc = "" +
 	"\x06events\x18\x02 \x03(\v2\x1e.tether.comms.v1.StatefulEventR\x06events\"P\n" +
 	"\x14PushStatefulResponse\x12\x1a\n" +
 	"\baccepted\x18\x01 \x01(\rR\baccepted\x12\x1c\n" +
-	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\x91\x01\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\xe2\x01\n" +
 	"\x13PollCommandsRequest\x12-\n" +
 	"\x04wait\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x04wait\x12,\n" +
 	"\x12received_order_ids\x18\x02 \x03(\tR\x10receivedOrderIds\x12\x1d\n" +
 	"\n" +
-	"max_orders\x18\x03 \x01(\rR\tmaxOrders\"F\n" +
+	"max_orders\x18\x03 \x01(\rR\tmaxOrders\x12%\n" +
+	"\x0econfig_version\x18\x04 \x01(\tR\rconfigVersion\x12(\n" +
+	"\x10queued_order_ids\x18\x05 \x03(\tR\x0equeuedOrderIds\"\x9d\x01\n" +
 	"\x14PollCommandsResponse\x12.\n" +
-	"\x06orders\x18\x01 \x03(\v2\x16.tether.comms.v1.OrderR\x06orders\"\xfc\x01\n" +
+	"\x06orders\x18\x01 \x03(\v2\x16.tether.comms.v1.OrderR\x06orders\x12%\n" +
+	"\x0econfig_version\x18\x02 \x01(\tR\rconfigVersion\x12.\n" +
+	"\x13cancelled_order_ids\x18\x03 \x03(\tR\x11cancelledOrderIds\"\xfc\x01\n" +
 	"\x05Order\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x1d\n" +
 	"\n" +
