@@ -140,6 +140,10 @@ func (e *Executor) execute(ctx context.Context, so store.StoredOrder) error {
 		return e.finish(so, Outcome{Message: fmt.Sprintf("unknown action %q", o.Action)})
 	}
 	if err := e.orders.MarkRunning(so.Seq); err != nil {
+		if errors.Is(err, store.ErrUnknownOrder) {
+			log.Info("order cancelled before it started")
+			return nil
+		}
 		return err
 	}
 	log.Info("running order")
@@ -181,6 +185,9 @@ func (e *Executor) finish(so store.StoredOrder, out Outcome) error {
 		}
 	}
 	if err := e.orders.Finish(so.Seq, r); err != nil {
+		if errors.Is(err, store.ErrUnknownOrder) { // cancelled meanwhile
+			return nil
+		}
 		return err
 	}
 	if e.OnResult != nil {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"math/rand/v2"
@@ -50,13 +51,30 @@ func denied(err error) bool {
 	return errors.As(err, &ce) && ce.Denied()
 }
 
+// maxQueuedIDs is the most queued order ids a poll lists.
+const maxQueuedIDs = 1000
+
 // pollLoop keeps exactly one PollCommands open, stores new orders durably
-// and acknowledges them on the next poll.
+// and acknowledges them on the next poll. It also lists the orders waiting
+// in the queue, to skip those the server cancelled, and the configuration
+// version the agent runs, to fetch a new one as soon as there is one.
 func (rt *agentRun) pollLoop(ctx context.Context) error {
 	var received []string
 	var bo backoff
+	// seen is the configuration version the server last gave: polls send
+	// it rather than the version applied, so that a configuration the agent
+	// cannot fetch yet does not make every poll return at once.
+	seen := ""
 	for {
-		orders, err := rt.client.Poll(ctx, rt.cfg.PollWait, received)
+		queued, err := rt.db.Orders.Queued(maxQueuedIDs)
+		if err != nil {
+			rt.log.Error("read queued orders", "err", err)
+		}
+		rt.mu.Lock()
+		applied := rt.central.Version
+		rt.mu.Unlock()
+		version := cmp.Or(seen, applied)
+		res, err := rt.client.Poll(ctx, client.PollRequest{Wait: rt.cfg.PollWait, Received: received, Queued: queued, ConfigVersion: version})
 		rt.noteCall(ctx, err)
 		if ctx.Err() != nil {
 			return nil
@@ -76,11 +94,22 @@ func (rt *agentRun) pollLoop(ctx context.Context) error {
 		rt.lastPollAt = time.Now().UTC()
 		rt.mu.Unlock()
 		received = nil // the server got them
-		if len(orders) == 0 {
+		if res.ConfigVersion != "" && res.ConfigVersion != applied {
+			notify(rt.configNow)
+		}
+		seen = res.ConfigVersion
+		if len(res.Cancelled) > 0 && !rt.cancelQueued(res.Cancelled) {
+			// Not recorded: the next poll lists them again and would be
+			// answered at once.
+			if !sleep(ctx, bo.next(nil)) {
+				return nil
+			}
+		}
+		if len(res.Orders) == 0 {
 			bo.reset()
 			continue
 		}
-		added, err := rt.db.Orders.Add(orders)
+		added, err := rt.db.Orders.Add(res.Orders)
 		if err != nil {
 			// Not acknowledged: the server delivers them again.
 			d := bo.next(err)
@@ -91,7 +120,7 @@ func (rt *agentRun) pollLoop(ctx context.Context) error {
 			continue
 		}
 		bo.reset()
-		for _, o := range orders {
+		for _, o := range res.Orders {
 			received = append(received, o.ID)
 		}
 		for _, so := range added {
@@ -102,6 +131,25 @@ func (rt *agentRun) pollLoop(ctx context.Context) error {
 			notify(rt.kick)
 		}
 	}
+}
+
+// cancelQueued drops the queued orders the server finished without them
+// (cancelled or timed out there): they never start. Their result, a
+// failure "cancelled", is reported like any other; the server keeps its own.
+func (rt *agentRun) cancelQueued(ids []string) bool {
+	done, err := rt.db.Orders.Cancel(ids, client.Result{Success: false, Message: "cancelled", FinishedAt: time.Now().UTC()})
+	if err != nil {
+		rt.log.Error("cancel queued orders", "err", err)
+		return false
+	}
+	for _, so := range done {
+		rt.log.Info("order cancelled on the server: skipped", "order_id", so.Order.ID, "action", so.Order.Action)
+	}
+	if len(done) > 0 {
+		notify(rt.reportNow)
+		notify(rt.kick)
+	}
+	return true
 }
 
 // reportLoop sends stored results until the server acknowledges them.
@@ -167,8 +215,8 @@ func (rt *agentRun) reportLoop(ctx context.Context) error {
 	}
 }
 
-// configLoop fetches the centralized configuration at start and every few
-// minutes.
+// configLoop fetches the centralized configuration at start, every few
+// minutes, and as soon as a poll says the server has another version.
 func (rt *agentRun) configLoop(ctx context.Context) error {
 	const every = 5 * time.Minute
 	var bo backoff
@@ -197,8 +245,11 @@ func (rt *agentRun) configLoop(ctx context.Context) error {
 		default:
 			bo.reset()
 		}
-		if !sleep(ctx, wait) {
+		select {
+		case <-ctx.Done():
 			return nil
+		case <-rt.configNow:
+		case <-time.After(wait):
 		}
 	}
 }

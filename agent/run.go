@@ -99,6 +99,7 @@ func Run(ctx context.Context, opts RunOptions) error {
 		sendWake:  make(chan struct{}, 1),
 		kick:      make(chan struct{}, 1),
 		reportNow: make(chan struct{}, 1),
+		configNow: make(chan struct{}, 1),
 	}
 	return rt.run(ctx)
 }
@@ -118,6 +119,7 @@ type agentRun struct {
 	sendWake  chan struct{} // events appended
 	kick      chan struct{} // status changed
 	reportNow chan struct{} // results stored
+	configNow chan struct{} // the server has another configuration version
 
 	mu         sync.Mutex
 	connected  bool

@@ -264,32 +264,65 @@ func PollMargin(wait time.Duration) time.Duration { return 10*time.Second + wait
 // wait.
 const DefaultPollWait = 50 * time.Second
 
-// Poll long-polls for orders: the server answers at once when orders are
-// waiting, else holds the call up to wait (zero: the server default, 50 s)
-// and answers as soon as one arrives. received lists the ids of orders the
-// agent has stored durably since its last successful poll; the server stops
-// delivering them. Orders come oldest first; ignore ids already known.
-func (c *Client) Poll(ctx context.Context, wait time.Duration, received []string) ([]Order, error) {
-	msg := &commsv1.PollCommandsRequest{ReceivedOrderIds: received}
-	hold := wait
-	if wait > 0 {
-		msg.Wait = durationpb.New(wait)
+// PollRequest is what a poll tells the server.
+type PollRequest struct {
+	// Wait is how long the server may hold the call when it has nothing to
+	// say (zero: the server default, 50 s).
+	Wait time.Duration
+	// Received lists the ids of orders the agent stored durably since its
+	// last successful poll: the server stops delivering them.
+	Received []string
+	// Queued lists the ids of stored orders the agent has not started (at
+	// most 1,000): the server answers at once when any of them finished on
+	// its side (cancelled, timed out).
+	Queued []string
+	// ConfigVersion is the version of the centralized configuration the
+	// agent runs ("" if it does not follow it): the server answers at once
+	// when the agent's configuration has another version.
+	ConfigVersion string
+}
+
+// PollResult is the server's answer to a poll.
+type PollResult struct {
+	// Orders to run, oldest first; ignore ids already known.
+	Orders []Order
+	// ConfigVersion is the version of the agent's current centralized
+	// configuration: fetch it with GetConfig when it is not the one the
+	// agent runs.
+	ConfigVersion string
+	// Cancelled lists the ids among PollRequest.Queued of orders that
+	// finished on the server: do not start them.
+	Cancelled []string
+}
+
+// Poll long-polls the server: it answers at once when orders are waiting,
+// a queued order was cancelled or the configuration version changed, else
+// holds the call up to p.Wait and answers as soon as one of those happens.
+func (c *Client) Poll(ctx context.Context, p PollRequest) (PollResult, error) {
+	msg := &commsv1.PollCommandsRequest{ReceivedOrderIds: p.Received, QueuedOrderIds: p.Queued, ConfigVersion: p.ConfigVersion}
+	hold := p.Wait
+	if p.Wait > 0 {
+		msg.Wait = durationpb.New(p.Wait)
 	} else {
 		hold = DefaultPollWait
 	}
 	resp, err := call(ctx, c, hold+PollMargin(hold), msg, commsv1connect.AgentServiceClient.PollCommands)
 	if err != nil {
-		return nil, err
+		return PollResult{}, err
 	}
-	orders := make([]Order, 0, len(resp.GetOrders()))
+	res := PollResult{
+		Orders:        make([]Order, 0, len(resp.GetOrders())),
+		ConfigVersion: resp.GetConfigVersion(),
+		Cancelled:     resp.GetCancelledOrderIds(),
+	}
 	for _, o := range resp.GetOrders() {
 		out, err := orderFromProto(o)
 		if err != nil {
-			return nil, &Error{Code: connect.CodeInternal, Message: fmt.Sprintf("order %s: %v", o.GetOrderId(), err), cause: err}
+			return PollResult{}, &Error{Code: connect.CodeInternal, Message: fmt.Sprintf("order %s: %v", o.GetOrderId(), err), cause: err}
 		}
-		orders = append(orders, out)
+		res.Orders = append(res.Orders, out)
 	}
-	return orders, nil
+	return res, nil
 }
 
 // Report sends results of executed orders and returns the order ids the

@@ -101,7 +101,8 @@ func (f *fakeServer) PollCommands(ctx context.Context, req *connect.Request[comm
 	defer f.mu.Unlock()
 	f.pollReq = req.Msg
 	f.pollLeft = time.Until(dl)
-	return connect.NewResponse(&commsv1.PollCommandsResponse{Orders: f.orders}), nil
+	// Every queued order counts as cancelled, and the version moves on.
+	return connect.NewResponse(&commsv1.PollCommandsResponse{Orders: f.orders, ConfigVersion: "v2", CancelledOrderIds: req.Msg.QueuedOrderIds}), nil
 }
 
 func (f *fakeServer) ReportResults(_ context.Context, req *connect.Request[commsv1.ReportResultsRequest]) (*connect.Response[commsv1.ReportResultsResponse], error) {
@@ -318,7 +319,7 @@ func TestNetworkErrorIsRetryable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.Poll(context.Background(), time.Second, nil)
+	_, err = c.Poll(context.Background(), client.PollRequest{Wait: time.Second})
 	var ce *client.Error
 	if !errors.As(err, &ce) || ce.Code != connect.CodeUnavailable || !ce.Retryable() {
 		t.Fatalf("err = %v, want retryable UNAVAILABLE", err)
@@ -346,9 +347,16 @@ func TestPollDeadlineAndOrders(t *testing.T) {
 	}, {OrderId: "o2", Action: &commsv1.Action{Name: "restart"}}}}
 	c, _ := start(t, f)
 	wait := 3 * time.Second
-	orders, err := c.Poll(context.Background(), wait, []string{"a", "b"})
+	res, err := c.Poll(context.Background(), client.PollRequest{Wait: wait, Received: []string{"a", "b"}, Queued: []string{"c"}, ConfigVersion: "v1"})
 	if err != nil {
 		t.Fatal(err)
+	}
+	orders := res.Orders
+	if res.ConfigVersion != "v2" || len(res.Cancelled) != 1 || res.Cancelled[0] != "c" {
+		t.Fatalf("poll result: version %q, cancelled %q", res.ConfigVersion, res.Cancelled)
+	}
+	if q := f.pollReq.GetQueuedOrderIds(); len(q) != 1 || q[0] != "c" || f.pollReq.GetConfigVersion() != "v1" {
+		t.Fatalf("poll request = %v", f.pollReq)
 	}
 	if f.pollLeft <= wait || f.pollLeft > wait+client.PollMargin(wait)+time.Second {
 		t.Fatalf("poll deadline %v after the call, want a little more than %v", f.pollLeft, wait)

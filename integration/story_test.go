@@ -129,6 +129,26 @@ func TestWholeStory(t *testing.T) {
 		t.Fatalf("get-config data: %v %s", err, cmd.Orders[0].Result.Data)
 	}
 
+	// A new configuration of its group reaches the agent at once: its
+	// waiting poll is answered with the new version, and it fetches it
+	// (without the hint it would wait for its next periodic fetch, minutes
+	// away).
+	await(t, 20*time.Second, "the agent's first configuration", func() bool {
+		return agentStatus(t, agentDir)["config_version"] != nil
+	})
+	before := agentStatus(t, agentDir)["config_version"]
+	cfgFile := filepath.Join(t.TempDir(), "web.yaml")
+	if err := os.WriteFile(cfgFile, []byte("logcollector:\n  files: []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := s.ctl(t, "groups", "create", "web", "--config-file", cfgFile); code != 0 {
+		t.Fatalf("groups create: exit %d %s", code, stderr)
+	}
+	await(t, 10*time.Second, "the new configuration version in the agent's status", func() bool {
+		v := agentStatus(t, agentDir)["config_version"]
+		return v != nil && v != before
+	})
+
 	// restart: the agent re-executes itself and reports success once back.
 	startedBefore := agentStatus(t, agentDir)["started_at"]
 	s.ctlJSON(t, &cmd, "commands", "send", "--agent", id, "restart", "--wait", "--timeout", "60s")

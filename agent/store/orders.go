@@ -118,6 +118,82 @@ func (s *OrderStore) List() ([]StoredOrder, error) {
 	return out, err
 }
 
+// Queued returns the ids of up to max stored orders not started yet, in
+// arrival order: the poll lists them so the server can say which were
+// cancelled.
+func (s *OrderStore) Queued(max int) ([]string, error) {
+	var ids []string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketOrders).Cursor()
+		for k, v := c.First(); k != nil && len(ids) < max; k, v = c.Next() {
+			var so StoredOrder
+			if err := json.Unmarshal(v, &so); err != nil {
+				return fmt.Errorf("decode order %d: %w", fromBe64(k), err)
+			}
+			if so.Status == StatusPending {
+				ids = append(ids, so.Order.ID)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queued orders: %w", err)
+	}
+	return ids, nil
+}
+
+// Cancel finishes the orders with the ids that have not started, with the
+// result r (its OrderID set to each), in one transaction, and returns them.
+// Running, finished and unknown orders are left alone: a cancel that races
+// the executor either wins (the order never starts) or loses (it runs).
+func (s *OrderStore) Cancel(ids []string, r client.Result) ([]StoredOrder, error) {
+	var done []StoredOrder
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		done = done[:0]
+		idx, ob, rb := tx.Bucket(bucketOrderIDs), tx.Bucket(bucketOrders), tx.Bucket(bucketResults)
+		for _, id := range ids {
+			iv := idx.Get([]byte(id))
+			if iv == nil {
+				continue
+			}
+			var e indexEntry
+			if err := json.Unmarshal(iv, &e); err != nil {
+				return err
+			}
+			v := ob.Get(be64(e.Seq))
+			if v == nil {
+				continue
+			}
+			var so StoredOrder
+			if err := json.Unmarshal(v, &so); err != nil {
+				return err
+			}
+			if so.Status != StatusPending {
+				continue
+			}
+			r.OrderID = id
+			rv, err := json.Marshal(r)
+			if err != nil {
+				return err
+			}
+			if err := rb.Put(be64(e.Seq), rv); err != nil {
+				return err
+			}
+			if err := ob.Delete(be64(e.Seq)); err != nil {
+				return err
+			}
+			done = append(done, so)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cancel orders: %w", err)
+	}
+	s.nOrders.Add(-int64(len(done)))
+	s.nResults.Add(int64(len(done)))
+	return done, nil
+}
+
 // Next returns the oldest unfinished order, or nil.
 func (s *OrderStore) Next() (*StoredOrder, error) {
 	var out *StoredOrder
@@ -135,7 +211,8 @@ func (s *OrderStore) Next() (*StoredOrder, error) {
 	return out, nil
 }
 
-// MarkRunning persists that the order's handler is about to run.
+// MarkRunning persists that the order's handler is about to run. An order
+// no longer stored (cancelled meanwhile) is ErrUnknownOrder.
 func (s *OrderStore) MarkRunning(seq uint64) error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOrders)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -171,5 +172,56 @@ func TestOpenLocked(t *testing.T) {
 	defer db.Close()
 	if _, err := store.Open(path); !errors.Is(err, store.ErrLocked) {
 		t.Fatalf("second Open = %v, want ErrLocked", err)
+	}
+}
+
+func TestCancelSkipsOnlyQueuedOrders(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "agent.db")
+	db := open(t, path)
+	if _, err := db.Orders.Add([]client.Order{order("a", "x"), order("b", "x"), order("c", "x"), order("d", "x")}); err != nil {
+		t.Fatal(err)
+	}
+	// a runs, d is finished; b and c wait.
+	first, _ := db.Orders.Next()
+	if err := db.Orders.MarkRunning(first.Seq); err != nil {
+		t.Fatal(err)
+	}
+	list, _ := db.Orders.List()
+	if err := db.Orders.Finish(list[3].Seq, client.Result{OrderID: "d", Success: true}); err != nil {
+		t.Fatal(err)
+	}
+	queued, err := db.Orders.Queued(10)
+	if err != nil || strings.Join(queued, "") != "bc" {
+		t.Fatalf("Queued = %q, %v; want b c", queued, err)
+	}
+	if q, _ := db.Orders.Queued(1); len(q) != 1 || q[0] != "b" {
+		t.Fatalf("Queued(1) = %q", q)
+	}
+
+	done, err := db.Orders.Cancel([]string{"a", "c", "d", "unknown"}, client.Result{Message: "cancelled"})
+	if err != nil || len(done) != 1 || done[0].Order.ID != "c" {
+		t.Fatalf("Cancel = %+v, %v; want only c", done, err)
+	}
+	if db.Orders.Len() != 2 || db.Orders.PendingResults() != 2 {
+		t.Fatalf("Len %d, PendingResults %d; want 2 and 2", db.Orders.Len(), db.Orders.PendingResults())
+	}
+	// The cancelled order's result is kept for the report, with its id.
+	db.Close()
+	db = open(t, path)
+	defer db.Close()
+	results, err := db.Orders.Results(0)
+	if err != nil || len(results) != 2 || results[0].OrderID != "c" || results[0].Message != "cancelled" || results[0].Success {
+		t.Fatalf("results = %+v, %v", results, err)
+	}
+	// A cancelled order is not run: it is gone from the queue, and a
+	// re-delivery does not bring it back.
+	if q, _ := db.Orders.Queued(10); strings.Join(q, "") != "b" {
+		t.Fatalf("Queued after cancel = %q, want b", q)
+	}
+	if added, _ := db.Orders.Add([]client.Order{order("c", "x")}); len(added) != 0 {
+		t.Fatal("cancelled order stored again on re-delivery")
+	}
+	if err := db.Orders.MarkRunning(done[0].Seq); !errors.Is(err, store.ErrUnknownOrder) {
+		t.Fatalf("MarkRunning of a cancelled order: %v, want ErrUnknownOrder", err)
 	}
 }
