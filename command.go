@@ -176,3 +176,10 @@ type Delivery struct {
 	// Limit is the most orders to return (0: 100).
 	Limit int
 }
+
+// OrderCount is how many stored orders have one status and action.
+type OrderCount struct {
+	Status OrderStatus
+	Action string
+	N      int
+}

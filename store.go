@@ -119,6 +119,9 @@ type CommandStore interface {
 	// changed (each once, in no set order): their agents may hold the
 	// orders and are to be told not to start them.
 	CancelOrders(ctx context.Context, f CancelFilter, at time.Time) (n int, sentTo []string, err error)
+	// CountOrders counts the stored orders by status and action, in one
+	// query (for the orders gauge).
+	CountOrders(ctx context.Context) ([]OrderCount, error)
 	// FinishedAmong returns those of ids that are orders of the agent and
 	// have finished (success or failure), in no set order. Unknown ids and
 	// other agents' orders are left out.

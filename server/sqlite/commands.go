@@ -583,3 +583,14 @@ func (db *DB) ExpireOrders(ctx context.Context, now time.Time) (int, error) {
 	n, err := rowsAffected(res)
 	return int(n), err
 }
+
+// CountOrders counts the orders by status and action.
+func (db *DB) CountOrders(ctx context.Context) ([]tether.OrderCount, error) {
+	return queryAll(ctx, db.reader, func(s scanner) (tether.OrderCount, error) {
+		var c tether.OrderCount
+		var st string
+		err := s.Scan(&st, &c.Action, &c.N)
+		c.Status = tether.OrderStatus(st)
+		return c, err
+	}, "count orders", `SELECT status, action_name, count(*) FROM orders GROUP BY status, action_name ORDER BY status, action_name`)
+}

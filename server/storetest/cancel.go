@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"fmt"
+	"maps"
 	"sync"
 	"testing"
 	"time"
@@ -214,4 +215,35 @@ func testFinishedAmong(t *testing.T, s tether.Store) {
 	got, err = s.FinishedAmong(ctx(t), a.ID, nil)
 	must(t, err)
 	checkStrings(t, "finished among none", got, nil)
+}
+
+// testCountOrders counts orders by status and action.
+func testCountOrders(t *testing.T, s tether.Store) {
+	got, err := s.CountOrders(ctx(t))
+	must(t, err)
+	if len(got) != 0 {
+		t.Fatalf("CountOrders of an empty store = %+v", got)
+	}
+	a := register(t, s, "a")
+	b := register(t, s, "b")
+	_, orders := createCommand(t, s, t0, time.Hour, a, b) // action "restart"
+	_, err = deliver(t, s, a.ID, nil, 10, at(time.Second))
+	must(t, err)
+	r := &tether.CommandRequest{ID: newID(), Target: tether.Target{Type: tether.TargetAgent, ID: a.ID},
+		Action: tether.Action{Name: "get-config"}, CreatedAt: t0}
+	o := &tether.Order{ID: newID(), RequestID: r.ID, AgentID: a.ID, Action: r.Action, Status: tether.OrderPending, CreatedAt: t0}
+	must(t, s.CreateCommand(ctx(t), r, []*tether.Order{o}))
+	_, err = s.FinishOrder(ctx(t), b.ID, orders[1].ID, tether.OrderSuccess, tether.Result{}, at(time.Minute))
+	must(t, err)
+
+	got, err = s.CountOrders(ctx(t))
+	must(t, err)
+	want := map[string]int{"sent/" + orders[0].Action.Name: 1, "success/" + orders[1].Action.Name: 1, "pending/get-config": 1}
+	gotMap := map[string]int{}
+	for _, c := range got {
+		gotMap[string(c.Status)+"/"+c.Action] += c.N
+	}
+	if !maps.Equal(gotMap, want) {
+		t.Errorf("CountOrders = %v, want %v", gotMap, want)
+	}
 }

@@ -74,6 +74,7 @@ func Run(t *testing.T, open func(t *testing.T) tether.Store) {
 		{"RetentionLoop", testRetentionLoop},
 		{"CancelOrdersConcurrent", testCancelOrdersConcurrent},
 		{"FinishedAmong", testFinishedAmong},
+		{"CountOrders", testCountOrders},
 		{"ClaimServerOrdersConcurrent", testClaimServerOrdersConcurrent},
 		{"DeliverOrders", testDeliverOrders},
 		{"DeliverOrdersOrder", testDeliverOrdersOrder},
