@@ -75,7 +75,26 @@ func LoadConfig(path string, mustExist bool) (Config, error) {
 // ParseConfig parses and validates agent.yaml's contents over the
 // defaults. Errors name the key and the allowed values.
 func ParseConfig(data []byte) (Config, error) {
-	cfg := DefaultConfig()
+	return parseConfigOver(DefaultConfig(), data)
+}
+
+// ApplyCentral returns the effective configuration: the centralized
+// configuration doc (a JSON object from GetConfig; null or empty: none)
+// over the local one. Its keys are those of agent.yaml, validated the same
+// way; a key it sets overrides the local file's.
+func ApplyCentral(local Config, doc json.RawMessage) (Config, error) {
+	if len(doc) == 0 || string(doc) == "null" {
+		return local, nil
+	}
+	cfg, err := parseConfigOver(local, doc) // JSON is YAML
+	if err != nil {
+		return local, fmt.Errorf("centralized configuration: %w", err)
+	}
+	return cfg, nil
+}
+
+// parseConfigOver parses a configuration document over cfg.
+func parseConfigOver(cfg Config, data []byte) (Config, error) {
 	var doc map[string]yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return cfg, fmt.Errorf("not a YAML mapping of keys to values: %w", err)
