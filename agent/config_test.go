@@ -1,8 +1,10 @@
 package agent_test
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -56,5 +58,31 @@ func TestLoadConfigMissingFile(t *testing.T) {
 	os.WriteFile(path, []byte("log_level: warn\n"), 0o644)
 	if cfg, err := agent.LoadConfig(path, true); err != nil || cfg.LogLevel != "warn" || cfg.PollWait != 50*time.Second {
 		t.Fatalf("got %+v, %v", cfg, err)
+	}
+}
+
+func TestApplyCentralOverridesLocalAndKeepsItOnError(t *testing.T) {
+	local, err := agent.ParseConfig([]byte("poll_wait: 20s\nlog_level: warn\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eff, err := agent.ApplyCentral(local, json.RawMessage(`{"log_level":"debug","batch_max_events":10}`))
+	if err != nil || eff.LogLevel != "debug" || eff.BatchMaxEvents != 10 || eff.PollWait != 20*time.Second {
+		t.Fatalf("ApplyCentral = %+v, %v", eff, err)
+	}
+	for _, doc := range []string{"", "null"} {
+		if eff, err := agent.ApplyCentral(local, json.RawMessage(doc)); err != nil || !reflect.DeepEqual(eff, local) {
+			t.Fatalf("ApplyCentral(%q) = %+v, %v; want the local configuration", doc, eff, err)
+		}
+	}
+	for doc, want := range map[string]string{
+		`{"batch_max_events":0}`: "batch_max_events",
+		`{"frobnicate":1}`:       `unknown key "frobnicate"`,
+		`[1,2]`:                  "not a YAML mapping",
+	} {
+		eff, err := agent.ApplyCentral(local, json.RawMessage(doc))
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.HasPrefix(err.Error(), "centralized configuration: ") || !reflect.DeepEqual(eff, local) {
+			t.Errorf("ApplyCentral(%s) = %+v, %v; want the local configuration and an error naming %q", doc, eff, err, want)
+		}
 	}
 }

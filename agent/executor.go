@@ -33,8 +33,11 @@ type Handler struct {
 	Run func(ctx context.Context, o client.Order) (Outcome, error)
 	// Resume settles an order of this action found running when the agent
 	// starts (the agent stopped while it ran). Nil: a failure
-	// "interrupted".
+	// "interrupted", unless Idempotent.
 	Resume func(o client.Order) Outcome
+	// Idempotent handlers may run twice to the same effect: an order of
+	// theirs found running at start (and without Resume) runs again.
+	Idempotent bool
 }
 
 // Executor runs stored orders one at a time, strictly in arrival order: it
@@ -73,8 +76,16 @@ func (e *Executor) Recover() error {
 			continue
 		}
 		out := Outcome{Success: false, Message: "interrupted"}
-		if h, ok := e.handlers[so.Order.Action]; ok && h.Resume != nil {
+		h, ok := e.handlers[so.Order.Action]
+		switch {
+		case ok && h.Resume != nil:
 			out = h.Resume(so.Order)
+		case ok && h.Idempotent:
+			e.log.Info("order was running when the agent stopped; running it again", "order_id", so.Order.ID, "action", so.Order.Action)
+			if err := e.orders.Requeue(so.Seq); err != nil {
+				return err
+			}
+			continue
 		}
 		e.log.Info("order was running when the agent stopped", "order_id", so.Order.ID, "action", so.Order.Action, "success", out.Success, "message", out.Message)
 		if err := e.finish(so, out); err != nil {

@@ -160,3 +160,38 @@ func TestLongMessageIsCutAtARuneBoundary(t *testing.T) {
 		t.Fatalf("invalid UTF-8 message stored as %q", m)
 	}
 }
+
+func TestIdempotentOrderRunsAgainAfterACrash(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "agent.db")
+	db := openStore(t, path)
+	if _, err := db.Orders.Add([]client.Order{newOrder("i1", "idem"), newOrder("i2", "idem")}); err != nil {
+		t.Fatal(err)
+	}
+	list, _ := db.Orders.List()
+	if err := db.Orders.MarkRunning(list[0].Seq); err != nil { // the crash came while i1 ran
+		t.Fatal(err)
+	}
+	db.Close()
+
+	db = openStore(t, path)
+	defer db.Close()
+	var ran []string
+	handlers := map[string]agent.Handler{"idem": {Idempotent: true, Run: func(_ context.Context, o client.Order) (agent.Outcome, error) {
+		ran = append(ran, o.ID)
+		return agent.Outcome{Success: true, Message: "done"}, nil
+	}}}
+	ex := agent.NewExecutor(db.Orders, handlers, nil)
+	if err := ex.Recover(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ex.RunPending(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(ran, ",") != "i1,i2" {
+		t.Fatalf("ran %v, want i1 again then i2", ran)
+	}
+	results, _ := db.Orders.Results(0)
+	if len(results) != 2 || !results[0].Success || results[0].OrderID != "i1" || !results[1].Success {
+		t.Fatalf("results %+v", results)
+	}
+}

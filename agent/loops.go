@@ -74,7 +74,7 @@ func (rt *agentRun) pollLoop(ctx context.Context) error {
 		applied := rt.central.Version
 		rt.mu.Unlock()
 		version := cmp.Or(seen, applied)
-		res, err := rt.client.Poll(ctx, client.PollRequest{Wait: rt.cfg.PollWait, Received: received, Queued: queued, ConfigVersion: version})
+		res, err := rt.client.Poll(ctx, client.PollRequest{Wait: rt.config().PollWait, Received: received, Queued: queued, ConfigVersion: version})
 		rt.noteCall(ctx, err)
 		if ctx.Err() != nil {
 			return nil
@@ -211,45 +211,6 @@ func (rt *agentRun) reportLoop(ctx context.Context) error {
 			return nil
 		case <-rt.reportNow:
 		case <-t.C:
-		}
-	}
-}
-
-// configLoop fetches the centralized configuration at start, every few
-// minutes, and as soon as a poll says the server has another version.
-func (rt *agentRun) configLoop(ctx context.Context) error {
-	const every = 5 * time.Minute
-	var bo backoff
-	for {
-		rt.mu.Lock()
-		known := rt.central.Version
-		rt.mu.Unlock()
-		version, doc, unchanged, err := rt.client.GetConfig(ctx, known)
-		rt.noteCall(ctx, err)
-		wait := every
-		switch {
-		case ctx.Err() != nil:
-			return nil
-		case denied(err):
-			return ErrRemoved
-		case err != nil:
-			wait = min(bo.next(err), every)
-			rt.log.Warn("get config failed", "err", err, "retry_in", wait.Round(time.Millisecond))
-		case !unchanged:
-			bo.reset()
-			rt.mu.Lock()
-			rt.central = centralConfig{Version: version, Config: doc}
-			rt.mu.Unlock()
-			rt.log.Info("centralized configuration received", "version", version)
-			notify(rt.kick)
-		default:
-			bo.reset()
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-rt.configNow:
-		case <-time.After(wait):
 		}
 	}
 }

@@ -125,7 +125,9 @@ type agentRun struct {
 	connected  bool
 	lastErr    string
 	lastPollAt time.Time
-	central    centralConfig
+	central    centralConfig // applied
+	eff        Config        // in force: cfg with central over it
+	configErr  string        // why the last centralized configuration was refused
 }
 
 type centralConfig struct {
@@ -150,7 +152,10 @@ func (rt *agentRun) run(parent context.Context) error {
 	} else if n > 0 {
 		log.Debug("pruned order index", "ids", n)
 	}
-	rt.exec = NewExecutor(rt.db.Orders, BuiltinHandlers(rt.effectiveConfig), log)
+	rt.loadCentral()
+	handlers := BuiltinHandlers(rt.effectiveConfig)
+	rt.addConfigHandlers(handlers)
+	rt.exec = NewExecutor(rt.db.Orders, handlers, log)
 	rt.exec.OnResult = func() { notify(rt.reportNow); notify(rt.kick) }
 	if err := rt.exec.Recover(); err != nil {
 		return fmt.Errorf("recover orders: %w", err)
@@ -248,6 +253,7 @@ func (rt *agentRun) effectiveConfig() any {
 		central.Config = json.RawMessage("null")
 	}
 	return map[string]any{
+		"effective":   rt.config(),
 		"local":       rt.cfg,
 		"config_file": rt.cfgPath,
 		"central":     central,
@@ -262,9 +268,17 @@ func (rt *agentRun) effectiveConfig() any {
 }
 
 func (rt *agentRun) status(state string) Status {
+	var orders []OrderState
+	if list, err := rt.db.Orders.List(); err == nil {
+		for _, so := range list[:min(len(list), MaxStatusOrders)] {
+			orders = append(orders, OrderState{ID: so.Order.ID, Action: so.Order.Action, State: string(so.Status),
+				ReceivedAt: so.ReceivedAt, StartedAt: so.StartedAt, User: so.Order.User})
+		}
+	}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	return Status{
+		Orders:            orders,
 		AgentID:           rt.ident.AgentID,
 		Name:              rt.ident.Name,
 		Server:            rt.ident.Server,
@@ -278,6 +292,7 @@ func (rt *agentRun) status(state string) Status {
 		PendingResults:    rt.db.Orders.PendingResults(),
 		DeadLetterBatches: rt.db.Outbox.DeadLetters(),
 		ConfigVersion:     rt.central.Version,
+		ConfigError:       rt.configErr,
 		StartedAt:         rt.startedAt,
 		PID:               os.Getpid(),
 		Version:           rt.opts.Version,

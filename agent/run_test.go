@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -135,7 +134,7 @@ func (f *fakeComms) GetConfig(context.Context, *connect.Request[commsv1.GetConfi
 	if err := f.deny(); err != nil {
 		return nil, err
 	}
-	cfg, _ := structpb.NewStruct(map[string]any{"inventory_interval": "1h"})
+	cfg, _ := structpb.NewStruct(map[string]any{"batch_max_events": 500})
 	return connect.NewResponse(&commsv1.GetConfigResponse{Version: "v1", Config: cfg}), nil
 }
 
@@ -230,8 +229,16 @@ func TestRunEndToEnd(t *testing.T) {
 	waitFor(t, "get-config result", func() bool { return f.result("o2") != nil })
 	r := f.result("o1")
 	data, _ := r.GetData().MarshalJSON()
-	if r.GetStatus() != commsv1.OrderStatus_ORDER_STATUS_SUCCESS || !strings.Contains(string(data), `"inventory_interval"`) || !strings.Contains(string(data), `"poll_wait":"2s"`) {
-		t.Fatalf("get-config result %v (%s)", r, data)
+	var got struct {
+		Effective map[string]any `json:"effective"`
+		Local     map[string]any `json:"local"`
+	}
+	_ = json.Unmarshal(data, &got)
+	// The centralized configuration applies over the local file, without
+	// a restart.
+	if r.GetStatus() != commsv1.OrderStatus_ORDER_STATUS_SUCCESS || got.Effective["batch_max_events"] != 500.0 ||
+		got.Local["batch_max_events"] != 1000.0 || got.Effective["poll_wait"] != "2s" {
+		t.Fatalf("get-config result %s (%s)", r.GetMessage(), data)
 	}
 	if r := f.result("o2"); r.GetStatus() != commsv1.OrderStatus_ORDER_STATUS_FAILURE || r.GetMessage() != `unknown action "no-such-action"` {
 		t.Fatalf("unknown action result %v", r)

@@ -19,7 +19,8 @@ import (
 func (rt *agentRun) sendLoop(ctx context.Context) error {
 	var bo backoff
 	for {
-		b, err := rt.db.Outbox.Next(rt.cfg.BatchMaxEvents)
+		cfg := rt.config()
+		b, err := rt.db.Outbox.Next(cfg.BatchMaxEvents)
 		if err != nil {
 			d := bo.next(err)
 			rt.log.Error("read outbox", "err", err, "retry_in", d)
@@ -35,7 +36,7 @@ func (rt *agentRun) sendLoop(ctx context.Context) error {
 			case <-rt.sendWake:
 			}
 			// Let a batch fill up for batch_interval.
-			if rt.db.Outbox.Len() < rt.cfg.BatchMaxEvents && !sleep(ctx, rt.cfg.BatchInterval) {
+			if rt.db.Outbox.Len() < cfg.BatchMaxEvents && !sleep(ctx, cfg.BatchInterval) {
 				return nil
 			}
 			continue
@@ -51,7 +52,7 @@ func (rt *agentRun) sendLoop(ctx context.Context) error {
 				rt.log.Error("delete sent events", "err", err)
 			}
 			notify(rt.kick)
-			if rt.db.Outbox.Len() > 0 && rt.db.Outbox.Len() < rt.cfg.BatchMaxEvents && !sleep(ctx, rt.cfg.BatchInterval) {
+			if rt.db.Outbox.Len() > 0 && rt.db.Outbox.Len() < cfg.BatchMaxEvents && !sleep(ctx, cfg.BatchInterval) {
 				return nil
 			}
 		case denied(err):

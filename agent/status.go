@@ -28,13 +28,33 @@ type Status struct {
 	// DeadLetterBatches counts batches the server refused as invalid.
 	DeadLetterBatches uint64 `json:"dead_letter_batches"`
 	// ConfigVersion is the centralized configuration version held.
-	ConfigVersion string    `json:"config_version,omitempty"`
-	StartedAt     time.Time `json:"started_at"`
-	PID           int       `json:"pid"`
-	Version       string    `json:"version"`
+	ConfigVersion string `json:"config_version,omitempty"`
+	// ConfigError says why the server's latest centralized configuration
+	// was not applied (the previous one stays in force).
+	ConfigError string    `json:"config_error,omitempty"`
+	StartedAt   time.Time `json:"started_at"`
+	PID         int       `json:"pid"`
+	Version     string    `json:"version"`
+	// Orders is the queue of orders held, oldest first (at most
+	// MaxStatusOrders; PendingOrders counts them all).
+	Orders []OrderState `json:"orders,omitempty"`
 	// UpdatedAt is when the file was written (about every 2 s while
 	// running).
 	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// MaxStatusOrders is the most orders status.json lists.
+const MaxStatusOrders = 50
+
+// OrderState is one order in the agent's queue.
+type OrderState struct {
+	ID     string `json:"id"`
+	Action string `json:"action"`
+	// State is pending (waiting its turn) or running.
+	State      string    `json:"state"`
+	ReceivedAt time.Time `json:"received_at"`
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	User       string    `json:"user,omitempty"`
 }
 
 // Stale reports whether the status was not refreshed recently: the agent

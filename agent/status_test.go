@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"errors"
+	"reflect"
 	"testing"
 	"time"
 
@@ -18,6 +19,8 @@ func TestStatusRoundTrip(t *testing.T) {
 		AgentID: "a1", Name: "web-1", Server: "https://m:7444", CommsURL: "https://c:7443", State: "running",
 		Connected: true, LastPollAt: now, QueuedEvents: 3, PendingOrders: 1, PendingResults: 2,
 		DeadLetterBatches: 4, StartedAt: now.Add(-time.Hour), PID: 42, Version: "1.0", UpdatedAt: now,
+		ConfigVersion: "v1", ConfigError: "version v2 not applied: bad",
+		Orders: []agent.OrderState{{ID: "o1", Action: "restart", State: "running", ReceivedAt: now, StartedAt: now, User: "admin"}},
 	}
 	if err := agent.WriteStatus(dir, in); err != nil {
 		t.Fatal(err)
@@ -26,7 +29,7 @@ func TestStatusRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out != in {
+	if !reflect.DeepEqual(out, in) {
 		t.Fatalf("round trip:\n got %+v\nwant %+v", out, in)
 	}
 	if out.Stale(now.Add(time.Second)) || !out.Stale(now.Add(time.Minute)) {

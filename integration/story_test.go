@@ -2,6 +2,7 @@ package integration_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -138,7 +139,7 @@ func TestWholeStory(t *testing.T) {
 	})
 	before := agentStatus(t, agentDir)["config_version"]
 	cfgFile := filepath.Join(t.TempDir(), "web.yaml")
-	if err := os.WriteFile(cfgFile, []byte("logcollector:\n  files: []\n"), 0o600); err != nil {
+	if err := os.WriteFile(cfgFile, []byte("batch_max_events: 500\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, stderr, code := s.ctl(t, "groups", "create", "web", "--config-file", cfgFile); code != 0 {
@@ -148,6 +149,32 @@ func TestWholeStory(t *testing.T) {
 		v := agentStatus(t, agentDir)["config_version"]
 		return v != nil && v != before
 	})
+
+	// set-config applies it now and says what is in force, in the same
+	// process; an invalid configuration is refused with the reason, and
+	// the previous one stays.
+	s.ctlJSON(t, &cmd, "commands", "send", "--agent", id, "set-config", "--wait", "--timeout", "30s")
+	var applied struct {
+		Version   string         `json:"version"`
+		Effective map[string]any `json:"effective"`
+	}
+	if len(cmd.Orders) != 1 || cmd.Orders[0].Status != "success" || json.Unmarshal(cmd.Orders[0].Result.Data, &applied) != nil ||
+		applied.Effective["batch_max_events"] != 500.0 || applied.Version != agentStatus(t, agentDir)["config_version"] {
+		t.Fatalf("set-config: %+v", cmd)
+	}
+	if err := os.WriteFile(cfgFile, []byte("batch_max_events: 0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := s.ctl(t, "groups", "set-config", "web", "--config-file", cfgFile); code != 0 {
+		t.Fatalf("groups set-config: exit %d %s", code, stderr)
+	}
+	stdout, _, code := s.ctl(t, "commands", "send", "--agent", id, "set-config", "--wait", "-o", "json")
+	if code != 3 || !strings.Contains(stdout, "batch_max_events") {
+		t.Fatalf("set-config of an invalid configuration: exit %d, %s", code, stdout)
+	}
+	if st := agentStatus(t, agentDir); st["config_version"] != applied.Version || !strings.Contains(fmt.Sprint(st["config_error"]), "batch_max_events") || st["pid"] != float64(pid) {
+		t.Fatalf("status after an invalid configuration: %v", st)
+	}
 
 	// restart: the agent re-executes itself and reports success once back.
 	startedBefore := agentStatus(t, agentDir)["started_at"]
@@ -164,7 +191,7 @@ func TestWholeStory(t *testing.T) {
 	})
 
 	// An unknown action fails with a message naming it; --wait exits 3.
-	stdout, _, code := s.ctl(t, "commands", "send", "--agent", id, "frobnicate", "--wait", "-o", "json")
+	stdout, _, code = s.ctl(t, "commands", "send", "--agent", id, "frobnicate", "--wait", "-o", "json")
 	if code != 3 || !strings.Contains(stdout, `unknown action \"frobnicate\"`) {
 		t.Fatalf("unknown action: exit %d, %s", code, stdout)
 	}
@@ -172,8 +199,8 @@ func TestWholeStory(t *testing.T) {
 		Items []commandJSON `json:"items"`
 	}
 	s.ctlJSON(t, &cmds, "commands", "list", "--agent", id)
-	if len(cmds.Items) != 3 {
-		t.Fatalf("commands list: %d items, want 3", len(cmds.Items))
+	if len(cmds.Items) != 5 {
+		t.Fatalf("commands list: %d items, want 5", len(cmds.Items))
 	}
 
 	// tether-agent status tells a person what the agent does.

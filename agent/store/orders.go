@@ -214,6 +214,15 @@ func (s *OrderStore) Next() (*StoredOrder, error) {
 // MarkRunning persists that the order's handler is about to run. An order
 // no longer stored (cancelled meanwhile) is ErrUnknownOrder.
 func (s *OrderStore) MarkRunning(seq uint64) error {
+	return s.setStatus(seq, StatusRunning)
+}
+
+// Requeue puts an order found running back in the queue, to run again.
+func (s *OrderStore) Requeue(seq uint64) error {
+	return s.setStatus(seq, StatusPending)
+}
+
+func (s *OrderStore) setStatus(seq uint64, st Status) error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOrders)
 		v := b.Get(be64(seq))
@@ -224,7 +233,10 @@ func (s *OrderStore) MarkRunning(seq uint64) error {
 		if err := json.Unmarshal(v, &so); err != nil {
 			return err
 		}
-		so.Status, so.StartedAt = StatusRunning, time.Now().UTC()
+		so.Status, so.StartedAt = st, time.Now().UTC()
+		if st == StatusPending {
+			so.StartedAt = time.Time{}
+		}
 		nv, err := json.Marshal(so)
 		if err != nil {
 			return err
@@ -232,7 +244,7 @@ func (s *OrderStore) MarkRunning(seq uint64) error {
 		return b.Put(be64(seq), nv)
 	})
 	if err != nil {
-		return fmt.Errorf("mark order %d running: %w", seq, err)
+		return fmt.Errorf("mark order %d %s: %w", seq, st, err)
 	}
 	return nil
 }

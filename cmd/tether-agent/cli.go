@@ -265,10 +265,30 @@ func printStatus(w io.Writer, st agent.Status, now time.Time) {
 		{"PID", fmt.Sprint(st.PID)},
 		{"Version", st.Version},
 	}
+	if st.ConfigError != "" {
+		rows = append(rows, [2]string{"Config error", st.ConfigError})
+	}
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s:\t%s\n", r[0], r[1])
 	}
 	tw.Flush()
+	if len(st.Orders) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ORDER\tACTION\tSTATE\tSINCE\tUSER")
+	for _, o := range st.Orders {
+		since := o.ReceivedAt
+		if !o.StartedAt.IsZero() {
+			since = o.StartedAt
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", o.ID, o.Action, o.State, ago(since), o.User)
+	}
+	tw.Flush()
+	if st.PendingOrders > len(st.Orders) {
+		fmt.Fprintf(w, "… and %d more\n", st.PendingOrders-len(st.Orders))
+	}
 }
 
 func newVersion(stdout io.Writer) *cobra.Command {

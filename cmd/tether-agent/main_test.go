@@ -83,7 +83,11 @@ func TestStatusOutput(t *testing.T) {
 		t.Fatalf("status before run: %d %q", code, out)
 	}
 	now := time.Now().UTC()
-	agent.WriteStatus(dir, agent.Status{AgentID: "a1", Name: "web-1", State: "running", Connected: true, QueuedEvents: 7, PID: 1, StartedAt: now, UpdatedAt: now})
+	agent.WriteStatus(dir, agent.Status{AgentID: "a1", Name: "web-1", State: "running", Connected: true, QueuedEvents: 7, PID: 1, StartedAt: now, UpdatedAt: now,
+		PendingOrders: 2, Orders: []agent.OrderState{
+			{ID: "o-1", Action: "active-response", State: "running", ReceivedAt: now, StartedAt: now},
+			{ID: "o-2", Action: "restart", State: "pending", ReceivedAt: now, User: "alice"},
+		}})
 	code, out, _ = run(t, "status", "--data-dir", dir, "-o", "json")
 	var st agent.Status
 	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || st.QueuedEvents != 7 || !st.Connected {
@@ -92,6 +96,11 @@ func TestStatusOutput(t *testing.T) {
 	code, out, _ = run(t, "status", "--data-dir", dir)
 	if code != 0 || !strings.Contains(out, "Queued events:") || !strings.Contains(out, "web-1 (a1)") {
 		t.Fatalf("status table: %d %q", code, out)
+	}
+	// The queue of orders, oldest first, with each one's state.
+	i, j := strings.Index(out, "o-1"), strings.Index(out, "o-2")
+	if i < 0 || j < i || !strings.Contains(out[i:], "running") || !strings.Contains(out[j:], "pending") || !strings.Contains(out[j:], "alice") {
+		t.Fatalf("status table lacks the order queue:\n%s", out)
 	}
 	if code, _, errs := run(t, "status", "--data-dir", dir, "-o", "yaml"); code != 2 || !strings.Contains(errs, "want table or json") {
 		t.Fatalf("status -o yaml: %d %q", code, errs)
