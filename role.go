@@ -5,7 +5,8 @@ type Role string
 
 // Roles, from most to least powerful.
 const (
-	// RoleAdmin may do everything.
+	// RoleAdmin may do everything, and alone manages the API tokens of
+	// people and services.
 	RoleAdmin Role = "admin"
 	// RoleOperator manages agents, commands, files and enrollment tokens.
 	RoleOperator Role = "operator"
@@ -33,11 +34,15 @@ const (
 	PermStateRead      Permission = "state:read"
 	PermFilesRead      Permission = "files:read"
 	PermFilesWrite     Permission = "files:write"
+	// PermUsersManage creates, lists and revokes the API tokens of people
+	// and services (not enrollment tokens): admin only.
+	PermUsersManage Permission = "users:manage"
 )
 
 var rolePerms = map[Role][]Permission{
 	RoleAdmin: {PermTokensRead, PermTokensWrite, PermAgentsRegister, PermAgentsRead,
-		PermAgentsWrite, PermCommandsRead, PermCommandsWrite, PermStateRead, PermFilesRead, PermFilesWrite},
+		PermAgentsWrite, PermCommandsRead, PermCommandsWrite, PermStateRead, PermFilesRead, PermFilesWrite,
+		PermUsersManage},
 	RoleOperator: {PermTokensRead, PermTokensWrite, PermAgentsRegister, PermAgentsRead,
 		PermAgentsWrite, PermCommandsRead, PermCommandsWrite, PermStateRead, PermFilesRead, PermFilesWrite},
 	RoleViewer:    {PermAgentsRead, PermCommandsRead, PermStateRead, PermFilesRead},

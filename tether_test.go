@@ -45,6 +45,10 @@ func TestRolePermissions(t *testing.T) {
 		{tether.RoleRegistrar, tether.PermAgentsRegister, true},
 		{tether.RoleRegistrar, tether.PermAgentsRead, false},
 		{tether.Role("root"), tether.PermAgentsRead, false},
+		{tether.RoleAdmin, tether.PermUsersManage, true},
+		{tether.RoleOperator, tether.PermUsersManage, false},
+		{tether.RoleViewer, tether.PermUsersManage, false},
+		{tether.RoleRegistrar, tether.PermUsersManage, false},
 	}
 	for _, c := range cases {
 		if got := c.role.Can(c.perm); got != c.want {
@@ -53,6 +57,28 @@ func TestRolePermissions(t *testing.T) {
 	}
 	if tether.Role("root").Valid() || !tether.RoleRegistrar.Valid() {
 		t.Error("Role.Valid is wrong")
+	}
+}
+
+func TestTokenKind(t *testing.T) {
+	for _, k := range tether.TokenKinds {
+		if !k.Valid() {
+			t.Errorf("%q is not valid", k)
+		}
+	}
+	for _, k := range []tether.TokenKind{"", "robot", "User"} {
+		if k.Valid() {
+			t.Errorf("%q is valid", k)
+		}
+	}
+	for _, r := range tether.Roles {
+		want := tether.KindUser
+		if r == tether.RoleRegistrar {
+			want = tether.KindService
+		}
+		if got := tether.DefaultKind(r); got != want {
+			t.Errorf("DefaultKind(%s) = %q, want %q", r, got, want)
+		}
 	}
 }
 

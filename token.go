@@ -12,6 +12,9 @@ type Token struct {
 	ID   string
 	Name string
 	Role Role
+	// Kind says who holds the token: a person or automation. A command
+	// request records it as its Source.
+	Kind TokenKind
 	// SecretHash is the SHA-256 of the secret part of the token.
 	SecretHash []byte
 	// Groups an enrollment token places its agents in.
@@ -28,6 +31,33 @@ type Token struct {
 	// CreatedBy is the name of the token that created this one ("" for the
 	// bootstrap admin token).
 	CreatedBy string
+}
+
+// TokenKind says who holds a management API token.
+type TokenKind string
+
+// Token kinds.
+const (
+	// KindUser is a token held by a person.
+	KindUser TokenKind = "user"
+	// KindService is a token held by automation: scripts, pipelines,
+	// installers. Enrollment tokens are service tokens.
+	KindService TokenKind = "service"
+)
+
+// TokenKinds lists every token kind.
+var TokenKinds = []TokenKind{KindUser, KindService}
+
+// Valid reports whether k is a known kind.
+func (k TokenKind) Valid() bool { return k == KindUser || k == KindService }
+
+// DefaultKind is the kind of a token of role r created without one:
+// service for enrollment (registrar) tokens, user for the others.
+func DefaultKind(r Role) TokenKind {
+	if r == RoleRegistrar {
+		return KindService
+	}
+	return KindUser
 }
 
 // Usable returns nil when the token may be used at now, or an error saying
