@@ -26,13 +26,19 @@ type Store interface {
 
 // TokenStore holds management API tokens.
 type TokenStore interface {
+	// CreateToken stores a new token. A zero Kind is set to
+	// DefaultKind(t.Role); an unknown one is EINVALID on the field "kind".
 	CreateToken(ctx context.Context, t *Token) error
 	// Token returns the token with the id, revoked or not.
 	Token(ctx context.Context, id string) (*Token, error)
 	// Tokens lists tokens, newest first.
 	Tokens(ctx context.Context, f TokenFilter) ([]*Token, error)
 	// RevokeToken marks the token revoked at the time given; revoking a
-	// revoked token is not an error.
+	// revoked token is not an error. Revoking the last admin token usable
+	// at that time is ECONFLICT, and changes nothing, so that the API
+	// always keeps an administrator; the check and the change are one
+	// atomic step (two nodes revoking the last two admin tokens at once
+	// cannot both succeed).
 	RevokeToken(ctx context.Context, id string, at time.Time) error
 }
 

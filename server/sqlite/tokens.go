@@ -12,21 +12,21 @@ import (
 	"github.com/tetherhq/tether"
 )
 
-const tokenColumns = `id, name, role, secret_hash, group_list, max_uses, uses,
+const tokenColumns = `id, name, role, kind, secret_hash, group_list, max_uses, uses,
 	expires_at, revoked_at, created_at, created_by`
 
 func scanToken(s scanner) (*tether.Token, error) {
 	var (
 		t                         tether.Token
-		role, groups              string
+		role, kind, groups        string
 		expires, revoked, created sql.NullInt64
 	)
-	err := s.Scan(&t.ID, &t.Name, &role, &t.SecretHash, &groups, &t.MaxUses, &t.Uses,
+	err := s.Scan(&t.ID, &t.Name, &role, &kind, &t.SecretHash, &groups, &t.MaxUses, &t.Uses,
 		&expires, &revoked, &created, &t.CreatedBy)
 	if err != nil {
 		return nil, err
 	}
-	t.Role = tether.Role(role)
+	t.Role, t.Kind = tether.Role(role), tether.TokenKind(kind)
 	if t.Groups, err = groupsVal(groups); err != nil {
 		return nil, err
 	}
@@ -59,8 +59,15 @@ func groupsVal(s string) ([]string, error) {
 }
 
 // CreateToken stores a new token. A zero CreatedAt is set to the current
-// time. A token id in use is ECONFLICT.
+// time, a zero Kind to the role's default kind. A token id in use is
+// ECONFLICT.
 func (db *DB) CreateToken(ctx context.Context, t *tether.Token) error {
+	if t.Kind == "" {
+		t.Kind = tether.DefaultKind(t.Role)
+	}
+	if !t.Kind.Valid() {
+		return tether.FieldError("kind", "%q is not one of user, service", t.Kind)
+	}
 	if t.CreatedAt.IsZero() {
 		t.CreatedAt = db.now().UTC()
 	}
@@ -69,8 +76,8 @@ func (db *DB) CreateToken(ctx context.Context, t *tether.Token) error {
 		return err
 	}
 	_, err = db.writer.ExecContext(ctx, `INSERT INTO tokens (`+tokenColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		t.ID, t.Name, string(t.Role), t.SecretHash, groups, t.MaxUses, t.Uses,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		t.ID, t.Name, string(t.Role), string(t.Kind), t.SecretHash, groups, t.MaxUses, t.Uses,
 		timeArg(t.ExpiresAt), timeArg(t.RevokedAt), timeArg(t.CreatedAt), t.CreatedBy)
 	if isUniqueViolation(err) {
 		return tether.Errorf(tether.ECONFLICT, "token %q already exists", t.ID)
@@ -120,14 +127,27 @@ func (db *DB) Tokens(ctx context.Context, f tether.TokenFilter) ([]*tether.Token
 	return queryAll(ctx, db.reader, scanToken, "select tokens", q, args...)
 }
 
+// usableAdmin is the condition that holds for a row of tokens, named
+// alias, that is an admin token usable at the time ?1 (see
+// tether.Token.Usable).
+func usableAdmin(alias string) string {
+	return fmt.Sprintf(`%[1]s.role = 'admin' AND %[1]s.revoked_at IS NULL
+		AND (%[1]s.expires_at IS NULL OR %[1]s.expires_at > ?1)
+		AND (%[1]s.max_uses = 0 OR %[1]s.uses < %[1]s.max_uses)`, alias)
+}
+
 // RevokeToken marks the token revoked at the time given. Revoking a revoked
-// token keeps the first revocation time.
+// token keeps the first revocation time. Revoking the last admin token
+// usable at that time is ECONFLICT: the check and the change are one
+// statement, so concurrent revocations cannot remove every admin.
 func (db *DB) RevokeToken(ctx context.Context, id string, at time.Time) error {
 	if at.IsZero() {
 		at = db.now()
 	}
-	res, err := db.writer.ExecContext(ctx,
-		`UPDATE tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?`, at.UnixNano(), id)
+	res, err := db.writer.ExecContext(ctx, `UPDATE tokens AS t SET revoked_at = coalesce(revoked_at, ?1)
+		WHERE t.id = ?2 AND NOT (`+usableAdmin("t")+` AND NOT EXISTS (
+			SELECT 1 FROM tokens AS o WHERE o.id != ?2 AND `+usableAdmin("o")+`))`,
+		at.UnixNano(), id)
 	if err != nil {
 		return fmt.Errorf("revoke token: %w", err)
 	}
@@ -135,8 +155,12 @@ func (db *DB) RevokeToken(ctx context.Context, id string, at time.Time) error {
 	if err != nil {
 		return err
 	}
-	if n == 0 {
-		return tether.NotFound("token", id)
+	if n > 0 {
+		return nil
 	}
-	return nil
+	if _, err := getToken(ctx, db.writer, id); err != nil {
+		return err
+	}
+	return tether.Errorf(tether.ECONFLICT,
+		"token %s is the last usable admin token: create another admin token before revoking it", id)
 }

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,7 +22,7 @@ func newToken(name string, role tether.Role, created time.Time) *tether.Token {
 
 func checkToken(t *testing.T, got, want *tether.Token) {
 	t.Helper()
-	if got.ID != want.ID || got.Name != want.Name || got.Role != want.Role ||
+	if got.ID != want.ID || got.Name != want.Name || got.Role != want.Role || got.Kind != want.Kind ||
 		got.MaxUses != want.MaxUses || got.Uses != want.Uses || got.CreatedBy != want.CreatedBy {
 		t.Errorf("token = %+v, want %+v", got, want)
 	}
@@ -37,12 +38,16 @@ func testToken(t *testing.T, s tether.Store) {
 	enroll.Groups = []string{"web", "eu-west"}
 	enroll.MaxUses = 5
 	enroll.ExpiresAt = at(24 * time.Hour)
+	enroll.Kind = tether.KindService
 	admin := newToken("admin", tether.RoleAdmin, at(time.Second))
 	admin.CreatedBy = ""
-	for _, tok := range []*tether.Token{enroll, admin} {
+	admin.Kind = tether.KindUser
+	script := newToken("deploy", tether.RoleOperator, at(2*time.Second))
+	script.Kind = tether.KindService
+	for _, tok := range []*tether.Token{enroll, admin, script} {
 		must(t, s.CreateToken(ctx(t), tok))
 	}
-	for _, want := range []*tether.Token{enroll, admin} {
+	for _, want := range []*tether.Token{enroll, admin, script} {
 		got, err := s.Token(ctx(t), want.ID)
 		must(t, err)
 		checkToken(t, got, want)
@@ -115,4 +120,126 @@ func testRevokeToken(t *testing.T, s tether.Store) {
 	checkTime(t, "RevokedAt after second revocation", got.RevokedAt, at(time.Hour))
 
 	wantCode(t, s.RevokeToken(ctx(t), newID(), t0), tether.ENOTFOUND)
+}
+
+// testTokenKind checks that a token created without a kind gets its role's
+// default, and that an unknown kind is refused.
+func testTokenKind(t *testing.T, s tether.Store) {
+	for _, tt := range []struct {
+		role tether.Role
+		want tether.TokenKind
+	}{
+		{tether.RoleAdmin, tether.KindUser},
+		{tether.RoleOperator, tether.KindUser},
+		{tether.RoleViewer, tether.KindUser},
+		{tether.RoleRegistrar, tether.KindService},
+	} {
+		tok := newToken(string(tt.role), tt.role, t0)
+		must(t, s.CreateToken(ctx(t), tok))
+		if tok.Kind != tt.want {
+			t.Errorf("CreateToken of a %s token without a kind set Kind %q, want %q", tt.role, tok.Kind, tt.want)
+		}
+		got, err := s.Token(ctx(t), tok.ID)
+		must(t, err)
+		if got.Kind != tt.want {
+			t.Errorf("%s token created without a kind reads back as %q, want %q", tt.role, got.Kind, tt.want)
+		}
+	}
+	bad := newToken("bad", tether.RoleViewer, t0)
+	bad.Kind = "robot"
+	err := s.CreateToken(ctx(t), bad)
+	wantCode(t, err, tether.EINVALID)
+	if e, ok := err.(*tether.Error); !ok || e.Field != "kind" {
+		t.Errorf("CreateToken with kind robot: %v; want an error on the field kind", err)
+	}
+	_, err = s.Token(ctx(t), bad.ID)
+	wantCode(t, err, tether.ENOTFOUND)
+}
+
+// testRevokeLastAdmin checks that the last usable admin token cannot be
+// revoked, while tokens that are not usable admins can.
+func testRevokeLastAdmin(t *testing.T, s tether.Store) {
+	now := time.Now().UTC().Truncate(time.Second)
+	first := newToken("first", tether.RoleAdmin, now.Add(-time.Hour))
+	second := newToken("second", tether.RoleAdmin, now.Add(-time.Hour))
+	expired := newToken("expired", tether.RoleAdmin, now.Add(-time.Hour))
+	expired.ExpiresAt = now.Add(-time.Minute)
+	later := newToken("later", tether.RoleAdmin, now.Add(-time.Hour))
+	later.ExpiresAt = now.Add(time.Hour)
+	ops := newToken("ops", tether.RoleOperator, now.Add(-time.Hour))
+	for _, tok := range []*tether.Token{first, second, expired, later, ops} {
+		must(t, s.CreateToken(ctx(t), tok))
+	}
+	// later is usable at now: first and second may go.
+	must(t, s.RevokeToken(ctx(t), first.ID, now))
+	must(t, s.RevokeToken(ctx(t), second.ID, now))
+	// later is the last usable admin token; an expired one does not count.
+	wantCode(t, s.RevokeToken(ctx(t), later.ID, now), tether.ECONFLICT)
+	got, err := s.Token(ctx(t), later.ID)
+	must(t, err)
+	checkTime(t, "RevokedAt of the refused revocation", got.RevokedAt, time.Time{})
+	// Tokens that are not usable admins go whatever happens.
+	must(t, s.RevokeToken(ctx(t), expired.ID, now))
+	must(t, s.RevokeToken(ctx(t), ops.ID, now))
+	// Revoking a revoked admin token again is still not an error.
+	must(t, s.RevokeToken(ctx(t), first.ID, now.Add(time.Minute)))
+	got, err = s.Token(ctx(t), first.ID)
+	must(t, err)
+	checkTime(t, "RevokedAt of first", got.RevokedAt, now)
+	// Once later has expired it counts no more: at that time it may be
+	// revoked, since it revokes no usable admin.
+	must(t, s.RevokeToken(ctx(t), later.ID, now.Add(2*time.Hour)))
+}
+
+// testRevokeLastAdminConcurrent revokes two admin tokens, the only two
+// usable ones, at once, many times: exactly one revocation succeeds each
+// time. The tokens of a round expire before the next round's time, so that
+// its survivor does not count then.
+func testRevokeLastAdminConcurrent(t *testing.T, s tether.Store) {
+	base := time.Now().UTC().Truncate(time.Second)
+	for round := range 20 {
+		now := base.Add(time.Duration(round) * time.Hour)
+		var ids []string
+		for _, name := range []string{"a", "b"} {
+			tok := newToken(fmt.Sprintf("%s%d", name, round), tether.RoleAdmin, now)
+			tok.ExpiresAt = now.Add(30 * time.Minute)
+			must(t, s.CreateToken(ctx(t), tok))
+			ids = append(ids, tok.ID)
+		}
+		errs := make(chan error, len(ids))
+		var start sync.WaitGroup
+		start.Add(1)
+		for _, id := range ids {
+			go func() {
+				start.Wait()
+				errs <- s.RevokeToken(ctx(t), id, now)
+			}()
+		}
+		start.Done()
+		var ok, conflict int
+		for range ids {
+			switch err := <-errs; tether.ErrorCode(err) {
+			case "":
+				ok++
+			case tether.ECONFLICT:
+				conflict++
+			default:
+				t.Fatalf("round %d: RevokeToken: %v", round, err)
+			}
+		}
+		if ok != 1 || conflict != 1 {
+			t.Fatalf("round %d: %d revocations succeeded and %d conflicted, want 1 and 1", round, ok, conflict)
+		}
+		var usable int
+		for _, id := range ids {
+			tok, err := s.Token(ctx(t), id)
+			must(t, err)
+			if tok.Usable(now) == nil {
+				usable++
+			}
+		}
+		if usable != 1 {
+			t.Fatalf("round %d: %d usable admin tokens left, want 1", round, usable)
+		}
+	}
 }
