@@ -139,7 +139,8 @@ func (rt *agentRun) configLoop(ctx context.Context) error {
 }
 
 // addConfigHandlers registers set-config, which applies the centralized
-// configuration now and says what is in force.
+// configuration now and says what is in force, and set-group, which moves
+// the agent to other groups on the server and applies their configuration.
 func (rt *agentRun) addConfigHandlers(h map[string]Handler) {
 	h["set-config"] = Handler{
 		Run: func(ctx context.Context, _ client.Order) (Outcome, error) {
@@ -154,6 +155,31 @@ func (rt *agentRun) addConfigHandlers(h map[string]Handler) {
 			return Outcome{Success: true, Message: msg, Data: map[string]any{"version": version, "changed": changed, "effective": rt.config()}}, nil
 		},
 		// Applying twice is harmless: an interrupted set-config runs again.
+		Idempotent: true,
+	}
+	h["set-group"] = Handler{
+		Run: func(ctx context.Context, o client.Order) (Outcome, error) {
+			var args struct {
+				Groups *[]string `json:"groups"`
+			}
+			if err := json.Unmarshal(o.Args, &args); err != nil || args.Groups == nil {
+				return Outcome{}, errors.New(`set-group: want the argument {"groups": ["NAME", …]}`)
+			}
+			groups, version, err := rt.client.SetGroups(ctx, o.ID, *args.Groups)
+			if err != nil {
+				return Outcome{}, fmt.Errorf("set groups on the server: %w", err)
+			}
+			data := map[string]any{"groups": groups, "config_version": version}
+			applied, _, err := rt.syncConfig(ctx)
+			if err != nil {
+				// The groups changed; their configuration did not apply.
+				return Outcome{Data: data}, fmt.Errorf("groups set to %v; their configuration not applied: %w", groups, err)
+			}
+			data["config_version"] = applied
+			data["effective"] = rt.config()
+			return Outcome{Success: true, Message: fmt.Sprintf("groups set to %v, configuration %s in force", groups, applied), Data: data}, nil
+		},
+		// Setting the same groups again is harmless.
 		Idempotent: true,
 	}
 }

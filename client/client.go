@@ -361,3 +361,15 @@ func (c *Client) GetConfig(ctx context.Context, knownVersion string) (version st
 	}
 	return resp.GetVersion(), cfg, false, nil
 }
+
+// SetGroups carries out a set-group order: the server replaces the agent's
+// groups with groups, which must be the order's own argument, and returns
+// the groups as stored and the version of the configuration that follows.
+func (c *Client) SetGroups(ctx context.Context, orderID string, groups []string) ([]string, string, error) {
+	msg := &commsv1.SetGroupsRequest{OrderId: orderID, Groups: groups}
+	resp, err := call(ctx, c, callTimeout, msg, commsv1connect.AgentServiceClient.SetGroups)
+	if err != nil {
+		return nil, "", err
+	}
+	return resp.GetGroups(), resp.GetConfigVersion(), nil
+}

@@ -176,6 +176,22 @@ func TestWholeStory(t *testing.T) {
 		t.Fatalf("status after an invalid configuration: %v", st)
 	}
 
+	// set-group moves the agent on the server and applies the
+	// configuration of its new groups (none here: the invalid one of web
+	// is no longer its).
+	s.ctlJSON(t, &cmd, "commands", "send", "--agent", id, "set-group", "--args-json", `{"groups":["eu"]}`, "--wait", "--timeout", "30s")
+	if len(cmd.Orders) != 1 || cmd.Orders[0].Status != "success" {
+		t.Fatalf("set-group: %+v", cmd)
+	}
+	var moved agentJSON
+	s.ctlJSON(t, &moved, "agents", "show", id)
+	if len(moved.Groups) != 1 || moved.Groups[0] != "eu" {
+		t.Fatalf("groups after set-group: %v", moved.Groups)
+	}
+	if st := agentStatus(t, agentDir); st["config_version"] == applied.Version || st["config_error"] != nil {
+		t.Fatalf("status after set-group: %v", st)
+	}
+
 	// restart: the agent re-executes itself and reports success once back.
 	startedBefore := agentStatus(t, agentDir)["started_at"]
 	s.ctlJSON(t, &cmd, "commands", "send", "--agent", id, "restart", "--wait", "--timeout", "60s")
@@ -199,8 +215,8 @@ func TestWholeStory(t *testing.T) {
 		Items []commandJSON `json:"items"`
 	}
 	s.ctlJSON(t, &cmds, "commands", "list", "--agent", id)
-	if len(cmds.Items) != 5 {
-		t.Fatalf("commands list: %d items, want 5", len(cmds.Items))
+	if len(cmds.Items) != 6 {
+		t.Fatalf("commands list: %d items, want 6", len(cmds.Items))
 	}
 
 	// tether-agent status tells a person what the agent does.

@@ -239,3 +239,73 @@ func agentOf(t *testing.T, e *pollEnv, tok string) string {
 	}
 	return id
 }
+
+func TestSetGroupsOnlyCarriesOutASetGroupOrder(t *testing.T) {
+	ctx := context.Background()
+	e := newPollEnv(t)
+	if _, err := e.groups.Create(ctx, "eu", "", "region: eu\n"); err != nil {
+		t.Fatal(err)
+	}
+	id, tok := e.agent(t, "web")
+	other, _ := e.agent(t)
+	send := func(agent, action, args string) string {
+		t.Helper()
+		_, orders, err := e.mgr.Create(ctx, command.New{Target: tether.Target{Type: tether.TargetAgent, ID: agent},
+			Action: tether.Action{Name: action, Args: []byte(args)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return orders[0].ID
+	}
+	setGroups := func(orderID string, groups ...string) (*commsv1.SetGroupsResponse, error) {
+		req := connect.NewRequest(&commsv1.SetGroupsRequest{OrderId: orderID, Groups: groups})
+		req.Header().Set("Authorization", "Bearer "+tok)
+		resp, err := e.svc.SetGroups(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		return resp.Msg, nil
+	}
+	good := send(id, "set-group", `{"groups":["eu","linux"]}`)
+	finished := send(id, "set-group", `{"groups":["eu"]}`)
+	if _, err := e.mgr.Cancel(ctx, tether.CancelFilter{OrderID: finished}); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		order  string
+		groups []string
+	}{
+		"another action":          {send(id, "restart", ``), []string{"eu"}},
+		"another agent's order":   {send(other, "set-group", `{"groups":["eu"]}`), []string{"eu"}},
+		"other groups":            {good, []string{"eu"}},
+		"groups in another order": {good, []string{"linux", "eu"}},
+		"a finished order":        {finished, []string{"eu"}},
+		"an unknown order":        {uuid.NewString(), []string{"eu"}},
+	} {
+		if _, err := setGroups(c.order, c.groups...); connect.CodeOf(err) != connect.CodeInvalidArgument {
+			t.Errorf("%s: error %v, want invalid_argument", name, err)
+		}
+	}
+	if a, _ := e.db.Agent(ctx, id); len(a.Groups) != 1 || a.Groups[0] != "web" {
+		t.Fatalf("groups changed by refused calls: %v", a.Groups)
+	}
+
+	// The order's own groups: applied, and a poll of the agent sees the
+	// new configuration version at once.
+	before := answerOf(t, e.poll(tok, &commsv1.PollCommandsRequest{Wait: durationpb.New(time.Millisecond)})).ConfigVersion
+	got, err := setGroups(good, "eu", "linux")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, want, _ := comms.MergedConfig(ctx, e.db, []string{"eu", "linux"})
+	if len(got.Groups) != 2 || got.Groups[0] != "eu" || got.ConfigVersion != want || want == before {
+		t.Fatalf("SetGroups = %v; want groups [eu linux] and version %s (was %s)", got, want, before)
+	}
+	after := answerOf(t, e.poll(tok, &commsv1.PollCommandsRequest{Wait: durationpb.New(time.Millisecond)})).ConfigVersion
+	if after != want {
+		t.Fatalf("poll after SetGroups gives version %s, want %s", after, want)
+	}
+	if _, err := setGroups(good, "eu", "linux"); err != nil {
+		t.Fatalf("repeating SetGroups: %v", err)
+	}
+}

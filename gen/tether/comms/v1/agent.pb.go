@@ -1290,6 +1290,117 @@ func (x *GetConfigRequest) GetKnownVersion() string {
 	return ""
 }
 
+// SetGroupsRequest names the set-group order being carried out.
+type SetGroupsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The id of the `set-group` order.
+	OrderId string `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	// The order's `groups` argument, in its order: the agent's new groups.
+	Groups        []string `protobuf:"bytes,2,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetGroupsRequest) Reset() {
+	*x = SetGroupsRequest{}
+	mi := &file_tether_comms_v1_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetGroupsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetGroupsRequest) ProtoMessage() {}
+
+func (x *SetGroupsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tether_comms_v1_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetGroupsRequest.ProtoReflect.Descriptor instead.
+func (*SetGroupsRequest) Descriptor() ([]byte, []int) {
+	return file_tether_comms_v1_agent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SetGroupsRequest) GetOrderId() string {
+	if x != nil {
+		return x.OrderId
+	}
+	return ""
+}
+
+func (x *SetGroupsRequest) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+// SetGroupsResponse is the agent's state after the change.
+type SetGroupsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent's groups as stored.
+	Groups []string `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
+	// The version of the agent's centralized configuration with those
+	// groups: fetch it with GetConfig when it differs from the one applied.
+	ConfigVersion string `protobuf:"bytes,2,opt,name=config_version,json=configVersion,proto3" json:"config_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetGroupsResponse) Reset() {
+	*x = SetGroupsResponse{}
+	mi := &file_tether_comms_v1_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetGroupsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetGroupsResponse) ProtoMessage() {}
+
+func (x *SetGroupsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tether_comms_v1_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetGroupsResponse.ProtoReflect.Descriptor instead.
+func (*SetGroupsResponse) Descriptor() ([]byte, []int) {
+	return file_tether_comms_v1_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SetGroupsResponse) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *SetGroupsResponse) GetConfigVersion() string {
+	if x != nil {
+		return x.ConfigVersion
+	}
+	return ""
+}
+
 // GetConfigResponse carries the agent's centralized configuration.
 type GetConfigResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1308,7 +1419,7 @@ type GetConfigResponse struct {
 
 func (x *GetConfigResponse) Reset() {
 	*x = GetConfigResponse{}
-	mi := &file_tether_comms_v1_agent_proto_msgTypes[16]
+	mi := &file_tether_comms_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +1431,7 @@ func (x *GetConfigResponse) String() string {
 func (*GetConfigResponse) ProtoMessage() {}
 
 func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tether_comms_v1_agent_proto_msgTypes[16]
+	mi := &file_tether_comms_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +1444,7 @@ func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigResponse.ProtoReflect.Descriptor instead.
 func (*GetConfigResponse) Descriptor() ([]byte, []int) {
-	return file_tether_comms_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_tether_comms_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetConfigResponse) GetVersion() string {
@@ -1433,7 +1544,13 @@ const file_tether_comms_v1_agent_proto_rawDesc = "" +
 	"\x15ReportResultsResponse\x124\n" +
 	"\x16acknowledged_order_ids\x18\x01 \x03(\tR\x14acknowledgedOrderIds\"7\n" +
 	"\x10GetConfigRequest\x12#\n" +
-	"\rknown_version\x18\x01 \x01(\tR\fknownVersion\"|\n" +
+	"\rknown_version\x18\x01 \x01(\tR\fknownVersion\"E\n" +
+	"\x10SetGroupsRequest\x12\x19\n" +
+	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x16\n" +
+	"\x06groups\x18\x02 \x03(\tR\x06groups\"R\n" +
+	"\x11SetGroupsResponse\x12\x16\n" +
+	"\x06groups\x18\x01 \x03(\tR\x06groups\x12%\n" +
+	"\x0econfig_version\x18\x02 \x01(\tR\rconfigVersion\"|\n" +
 	"\x11GetConfigResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1c\n" +
 	"\tunchanged\x18\x02 \x01(\bR\tunchanged\x12/\n" +
@@ -1449,14 +1566,15 @@ const file_tether_comms_v1_agent_proto_rawDesc = "" +
 	"\vOrderStatus\x12\x1c\n" +
 	"\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ORDER_STATUS_SUCCESS\x10\x01\x12\x18\n" +
-	"\x14ORDER_STATUS_FAILURE\x10\x022\xb9\x04\n" +
+	"\x14ORDER_STATUS_FAILURE\x10\x022\x8d\x05\n" +
 	"\fAgentService\x12[\n" +
 	"\fAuthenticate\x12$.tether.comms.v1.AuthenticateRequest\x1a%.tether.comms.v1.AuthenticateResponse\x12^\n" +
 	"\rPushStateless\x12%.tether.comms.v1.PushStatelessRequest\x1a&.tether.comms.v1.PushStatelessResponse\x12[\n" +
 	"\fPushStateful\x12$.tether.comms.v1.PushStatefulRequest\x1a%.tether.comms.v1.PushStatefulResponse\x12[\n" +
 	"\fPollCommands\x12$.tether.comms.v1.PollCommandsRequest\x1a%.tether.comms.v1.PollCommandsResponse\x12^\n" +
 	"\rReportResults\x12%.tether.comms.v1.ReportResultsRequest\x1a&.tether.comms.v1.ReportResultsResponse\x12R\n" +
-	"\tGetConfig\x12!.tether.comms.v1.GetConfigRequest\x1a\".tether.comms.v1.GetConfigResponseB8Z6github.com/tetherhq/tether/gen/tether/comms/v1;commsv1b\x06proto3"
+	"\tGetConfig\x12!.tether.comms.v1.GetConfigRequest\x1a\".tether.comms.v1.GetConfigResponse\x12R\n" +
+	"\tSetGroups\x12!.tether.comms.v1.SetGroupsRequest\x1a\".tether.comms.v1.SetGroupsResponseB8Z6github.com/tetherhq/tether/gen/tether/comms/v1;commsv1b\x06proto3"
 
 var (
 	file_tether_comms_v1_agent_proto_rawDescOnce sync.Once
@@ -1471,7 +1589,7 @@ func file_tether_comms_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_tether_comms_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_tether_comms_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_tether_comms_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_tether_comms_v1_agent_proto_goTypes = []any{
 	(PayloadEncoding)(0),          // 0: tether.comms.v1.PayloadEncoding
 	(StateOp)(0),                  // 1: tether.comms.v1.StateOp
@@ -1492,45 +1610,49 @@ var file_tether_comms_v1_agent_proto_goTypes = []any{
 	(*ReportResultsRequest)(nil),  // 16: tether.comms.v1.ReportResultsRequest
 	(*ReportResultsResponse)(nil), // 17: tether.comms.v1.ReportResultsResponse
 	(*GetConfigRequest)(nil),      // 18: tether.comms.v1.GetConfigRequest
-	(*GetConfigResponse)(nil),     // 19: tether.comms.v1.GetConfigResponse
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
-	(*structpb.Struct)(nil),       // 22: google.protobuf.Struct
-	(*structpb.Value)(nil),        // 23: google.protobuf.Value
+	(*SetGroupsRequest)(nil),      // 19: tether.comms.v1.SetGroupsRequest
+	(*SetGroupsResponse)(nil),     // 20: tether.comms.v1.SetGroupsResponse
+	(*GetConfigResponse)(nil),     // 21: tether.comms.v1.GetConfigResponse
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
+	(*structpb.Struct)(nil),       // 24: google.protobuf.Struct
+	(*structpb.Value)(nil),        // 25: google.protobuf.Value
 }
 var file_tether_comms_v1_agent_proto_depIdxs = []int32{
-	20, // 0: tether.comms.v1.AuthenticateResponse.expires_at:type_name -> google.protobuf.Timestamp
-	20, // 1: tether.comms.v1.Event.collected_at:type_name -> google.protobuf.Timestamp
+	22, // 0: tether.comms.v1.AuthenticateResponse.expires_at:type_name -> google.protobuf.Timestamp
+	22, // 1: tether.comms.v1.Event.collected_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: tether.comms.v1.Event.encoding:type_name -> tether.comms.v1.PayloadEncoding
 	5,  // 3: tether.comms.v1.PushStatelessRequest.events:type_name -> tether.comms.v1.Event
 	5,  // 4: tether.comms.v1.StatefulEvent.event:type_name -> tether.comms.v1.Event
 	1,  // 5: tether.comms.v1.StatefulEvent.op:type_name -> tether.comms.v1.StateOp
 	8,  // 6: tether.comms.v1.PushStatefulRequest.events:type_name -> tether.comms.v1.StatefulEvent
-	21, // 7: tether.comms.v1.PollCommandsRequest.wait:type_name -> google.protobuf.Duration
+	23, // 7: tether.comms.v1.PollCommandsRequest.wait:type_name -> google.protobuf.Duration
 	13, // 8: tether.comms.v1.PollCommandsResponse.orders:type_name -> tether.comms.v1.Order
 	14, // 9: tether.comms.v1.Order.action:type_name -> tether.comms.v1.Action
-	20, // 10: tether.comms.v1.Order.created_at:type_name -> google.protobuf.Timestamp
-	20, // 11: tether.comms.v1.Order.timeout_at:type_name -> google.protobuf.Timestamp
-	22, // 12: tether.comms.v1.Action.args:type_name -> google.protobuf.Struct
+	22, // 10: tether.comms.v1.Order.created_at:type_name -> google.protobuf.Timestamp
+	22, // 11: tether.comms.v1.Order.timeout_at:type_name -> google.protobuf.Timestamp
+	24, // 12: tether.comms.v1.Action.args:type_name -> google.protobuf.Struct
 	2,  // 13: tether.comms.v1.OrderResult.status:type_name -> tether.comms.v1.OrderStatus
-	23, // 14: tether.comms.v1.OrderResult.data:type_name -> google.protobuf.Value
-	20, // 15: tether.comms.v1.OrderResult.finished_at:type_name -> google.protobuf.Timestamp
+	25, // 14: tether.comms.v1.OrderResult.data:type_name -> google.protobuf.Value
+	22, // 15: tether.comms.v1.OrderResult.finished_at:type_name -> google.protobuf.Timestamp
 	15, // 16: tether.comms.v1.ReportResultsRequest.results:type_name -> tether.comms.v1.OrderResult
-	22, // 17: tether.comms.v1.GetConfigResponse.config:type_name -> google.protobuf.Struct
+	24, // 17: tether.comms.v1.GetConfigResponse.config:type_name -> google.protobuf.Struct
 	3,  // 18: tether.comms.v1.AgentService.Authenticate:input_type -> tether.comms.v1.AuthenticateRequest
 	6,  // 19: tether.comms.v1.AgentService.PushStateless:input_type -> tether.comms.v1.PushStatelessRequest
 	9,  // 20: tether.comms.v1.AgentService.PushStateful:input_type -> tether.comms.v1.PushStatefulRequest
 	11, // 21: tether.comms.v1.AgentService.PollCommands:input_type -> tether.comms.v1.PollCommandsRequest
 	16, // 22: tether.comms.v1.AgentService.ReportResults:input_type -> tether.comms.v1.ReportResultsRequest
 	18, // 23: tether.comms.v1.AgentService.GetConfig:input_type -> tether.comms.v1.GetConfigRequest
-	4,  // 24: tether.comms.v1.AgentService.Authenticate:output_type -> tether.comms.v1.AuthenticateResponse
-	7,  // 25: tether.comms.v1.AgentService.PushStateless:output_type -> tether.comms.v1.PushStatelessResponse
-	10, // 26: tether.comms.v1.AgentService.PushStateful:output_type -> tether.comms.v1.PushStatefulResponse
-	12, // 27: tether.comms.v1.AgentService.PollCommands:output_type -> tether.comms.v1.PollCommandsResponse
-	17, // 28: tether.comms.v1.AgentService.ReportResults:output_type -> tether.comms.v1.ReportResultsResponse
-	19, // 29: tether.comms.v1.AgentService.GetConfig:output_type -> tether.comms.v1.GetConfigResponse
-	24, // [24:30] is the sub-list for method output_type
-	18, // [18:24] is the sub-list for method input_type
+	19, // 24: tether.comms.v1.AgentService.SetGroups:input_type -> tether.comms.v1.SetGroupsRequest
+	4,  // 25: tether.comms.v1.AgentService.Authenticate:output_type -> tether.comms.v1.AuthenticateResponse
+	7,  // 26: tether.comms.v1.AgentService.PushStateless:output_type -> tether.comms.v1.PushStatelessResponse
+	10, // 27: tether.comms.v1.AgentService.PushStateful:output_type -> tether.comms.v1.PushStatefulResponse
+	12, // 28: tether.comms.v1.AgentService.PollCommands:output_type -> tether.comms.v1.PollCommandsResponse
+	17, // 29: tether.comms.v1.AgentService.ReportResults:output_type -> tether.comms.v1.ReportResultsResponse
+	21, // 30: tether.comms.v1.AgentService.GetConfig:output_type -> tether.comms.v1.GetConfigResponse
+	20, // 31: tether.comms.v1.AgentService.SetGroups:output_type -> tether.comms.v1.SetGroupsResponse
+	25, // [25:32] is the sub-list for method output_type
+	18, // [18:25] is the sub-list for method input_type
 	18, // [18:18] is the sub-list for extension type_name
 	18, // [18:18] is the sub-list for extension extendee
 	0,  // [0:18] is the sub-list for field type_name
@@ -1547,7 +1669,7 @@ func file_tether_comms_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tether_comms_v1_agent_proto_rawDesc), len(file_tether_comms_v1_agent_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

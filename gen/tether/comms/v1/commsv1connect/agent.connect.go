@@ -77,6 +77,8 @@ const (
 	AgentServiceReportResultsProcedure = "/tether.comms.v1.AgentService/ReportResults"
 	// AgentServiceGetConfigProcedure is the fully-qualified name of the AgentService's GetConfig RPC.
 	AgentServiceGetConfigProcedure = "/tether.comms.v1.AgentService/GetConfig"
+	// AgentServiceSetGroupsProcedure is the fully-qualified name of the AgentService's SetGroups RPC.
+	AgentServiceSetGroupsProcedure = "/tether.comms.v1.AgentService/SetGroups"
 )
 
 // AgentServiceClient is a client for the tether.comms.v1.AgentService service.
@@ -122,6 +124,13 @@ type AgentServiceClient interface {
 	// already holds the current version, `unchanged` is true and `config` is
 	// empty.
 	GetConfig(context.Context, *connect.Request[v1.GetConfigRequest]) (*connect.Response[v1.GetConfigResponse], error)
+	// SetGroups carries out a `set-group` order: it replaces the agent's
+	// groups on the server with those the order names, and returns the
+	// version of the configuration that follows. An agent cannot choose its
+	// own groups: the call is refused (INVALID_ARGUMENT) unless `order_id`
+	// is a `set-group` order of this agent, not finished, whose `groups`
+	// argument is exactly `groups`. Repeating it is harmless.
+	SetGroups(context.Context, *connect.Request[v1.SetGroupsRequest]) (*connect.Response[v1.SetGroupsResponse], error)
 }
 
 // NewAgentServiceClient constructs a client for the tether.comms.v1.AgentService service. By
@@ -171,6 +180,12 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(agentServiceMethods.ByName("GetConfig")),
 			connect.WithClientOptions(opts...),
 		),
+		setGroups: connect.NewClient[v1.SetGroupsRequest, v1.SetGroupsResponse](
+			httpClient,
+			baseURL+AgentServiceSetGroupsProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("SetGroups")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -182,6 +197,7 @@ type agentServiceClient struct {
 	pollCommands  *connect.Client[v1.PollCommandsRequest, v1.PollCommandsResponse]
 	reportResults *connect.Client[v1.ReportResultsRequest, v1.ReportResultsResponse]
 	getConfig     *connect.Client[v1.GetConfigRequest, v1.GetConfigResponse]
+	setGroups     *connect.Client[v1.SetGroupsRequest, v1.SetGroupsResponse]
 }
 
 // Authenticate calls tether.comms.v1.AgentService.Authenticate.
@@ -212,6 +228,11 @@ func (c *agentServiceClient) ReportResults(ctx context.Context, req *connect.Req
 // GetConfig calls tether.comms.v1.AgentService.GetConfig.
 func (c *agentServiceClient) GetConfig(ctx context.Context, req *connect.Request[v1.GetConfigRequest]) (*connect.Response[v1.GetConfigResponse], error) {
 	return c.getConfig.CallUnary(ctx, req)
+}
+
+// SetGroups calls tether.comms.v1.AgentService.SetGroups.
+func (c *agentServiceClient) SetGroups(ctx context.Context, req *connect.Request[v1.SetGroupsRequest]) (*connect.Response[v1.SetGroupsResponse], error) {
+	return c.setGroups.CallUnary(ctx, req)
 }
 
 // AgentServiceHandler is an implementation of the tether.comms.v1.AgentService service.
@@ -257,6 +278,13 @@ type AgentServiceHandler interface {
 	// already holds the current version, `unchanged` is true and `config` is
 	// empty.
 	GetConfig(context.Context, *connect.Request[v1.GetConfigRequest]) (*connect.Response[v1.GetConfigResponse], error)
+	// SetGroups carries out a `set-group` order: it replaces the agent's
+	// groups on the server with those the order names, and returns the
+	// version of the configuration that follows. An agent cannot choose its
+	// own groups: the call is refused (INVALID_ARGUMENT) unless `order_id`
+	// is a `set-group` order of this agent, not finished, whose `groups`
+	// argument is exactly `groups`. Repeating it is harmless.
+	SetGroups(context.Context, *connect.Request[v1.SetGroupsRequest]) (*connect.Response[v1.SetGroupsResponse], error)
 }
 
 // NewAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -302,6 +330,12 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(agentServiceMethods.ByName("GetConfig")),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceSetGroupsHandler := connect.NewUnaryHandler(
+		AgentServiceSetGroupsProcedure,
+		svc.SetGroups,
+		connect.WithSchema(agentServiceMethods.ByName("SetGroups")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tether.comms.v1.AgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AgentServiceAuthenticateProcedure:
@@ -316,6 +350,8 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 			agentServiceReportResultsHandler.ServeHTTP(w, r)
 		case AgentServiceGetConfigProcedure:
 			agentServiceGetConfigHandler.ServeHTTP(w, r)
+		case AgentServiceSetGroupsProcedure:
+			agentServiceSetGroupsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -347,4 +383,8 @@ func (UnimplementedAgentServiceHandler) ReportResults(context.Context, *connect.
 
 func (UnimplementedAgentServiceHandler) GetConfig(context.Context, *connect.Request[v1.GetConfigRequest]) (*connect.Response[v1.GetConfigResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tether.comms.v1.AgentService.GetConfig is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) SetGroups(context.Context, *connect.Request[v1.SetGroupsRequest]) (*connect.Response[v1.SetGroupsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tether.comms.v1.AgentService.SetGroups is not implemented"))
 }
