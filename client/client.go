@@ -51,6 +51,7 @@ const (
 // Client calls the comms API for one agent. It is safe for concurrent use.
 type Client struct {
 	cfg  Config
+	hc   *http.Client // also used by Download
 	urls []string
 	svcs []commsv1connect.AgentServiceClient
 	cur  atomic.Int64 // index of the URL in use
@@ -84,7 +85,7 @@ func New(cfg Config) (*Client, error) {
 			MaxIdleConnsPerHost:   4,
 		}}
 	}
-	c := &Client{cfg: cfg, authSem: make(chan struct{}, 1)}
+	c := &Client{cfg: cfg, hc: hc, authSem: make(chan struct{}, 1)}
 	for _, raw := range cfg.URLs {
 		u, err := url.Parse(strings.TrimRight(raw, "/"))
 		if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {

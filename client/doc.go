@@ -1,6 +1,7 @@
 // Package client is the Go client of Tether's comms API (package
 // tether.comms.v1): what an agent uses to authenticate, push events, poll for
-// orders, report their results and fetch its centralized configuration.
+// orders, report their results, fetch its centralized configuration and
+// download the files the server stores (Download, with Range to resume).
 //
 // The tether-agent runtime uses it, and so may any third-party agent (a cloud
 // collector, a container sidecar): it imports only the standard library,
