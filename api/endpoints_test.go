@@ -82,6 +82,32 @@ func TestRoutes(t *testing.T) {
 			method: "DELETE", path: "/api/v1/enrollment-tokens/a%2Fb%20c",
 		},
 		{
+			name: "create api token", status: 201, answer: `{"id":"t2","kind":"service","token":"secret"}`,
+			call: func(c *api.Client) error {
+				tok, err := c.CreateToken(ctx, api.CreateTokenRequest{Name: "ci", Role: "operator", Kind: api.KindService, TTL: "720h"})
+				if err == nil && (tok.Token != "secret" || tok.Kind != "service") {
+					err = errors.New("token not decoded")
+				}
+				return err
+			},
+			method: "POST", path: "/api/v1/tokens", inBody: `{"name":"ci","role":"operator","kind":"service","ttl":"720h"}`,
+		},
+		{
+			name: "list api tokens all", status: 200, answer: `{"items":[]}`,
+			call:   func(c *api.Client) error { _, err := c.ListTokens(ctx, true); return err },
+			method: "GET", path: "/api/v1/tokens", query: "all=true",
+		},
+		{
+			name: "list api tokens", status: 200, answer: `{"items":[]}`,
+			call:   func(c *api.Client) error { _, err := c.ListTokens(ctx, false); return err },
+			method: "GET", path: "/api/v1/tokens",
+		},
+		{
+			name: "revoke api token", status: 204,
+			call:   func(c *api.Client) error { return c.RevokeToken(ctx, "a/b") },
+			method: "DELETE", path: "/api/v1/tokens/a%2Fb",
+		},
+		{
 			name: "list agents", status: 200, answer: `{"items":[{"id":"a1"}],"next":"a1"}`,
 			call: func(c *api.Client) error {
 				_, err := c.ListAgents(ctx, api.AgentQuery{Status: "active", Group: "g", Name: "web", Limit: 5, After: "x"})
