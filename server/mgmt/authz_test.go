@@ -59,13 +59,16 @@ func TestEveryRouteChecksItsPermission(t *testing.T) {
 				status, data := e.do(t, rt.Method, path, c.token, body)
 				// Stated plainly, whatever the permissions say: a
 				// viewer changes nothing (it cannot send nor cancel a
-				// command), a registrar only registers agents.
+				// command), a registrar only registers agents, an
+				// operator manages no users (API tokens).
 				switch {
 				case public:
 				case c.role == tether.RoleViewer && rt.Method != http.MethodGet && status != http.StatusForbidden:
 					t.Errorf("a viewer may %s: status %d", key, status)
 				case c.role == tether.RoleRegistrar && key != "POST /api/v1/agents" && status != http.StatusForbidden:
 					t.Errorf("a registrar may %s: status %d", key, status)
+				case c.role == tether.RoleOperator && strings.HasPrefix(rt.Pattern, "/api/v1/tokens") && status != http.StatusForbidden:
+					t.Errorf("an operator may manage users: %s: status %d", key, status)
 				}
 				switch {
 				case public:

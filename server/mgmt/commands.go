@@ -32,7 +32,7 @@ func (s *Server) createCommand(w http.ResponseWriter, r *http.Request, caller *t
 		Target:  tether.Target{Type: tether.TargetType(req.Target.Type), ID: req.Target.ID},
 		Action:  tether.Action{Name: req.Action.Name, Args: req.Action.Args, Version: req.Action.Version},
 		Timeout: timeout,
-		Source:  "user",
+		Source:  string(caller.Kind),
 		User:    caller.Name,
 	})
 	if err != nil {

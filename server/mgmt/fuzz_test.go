@@ -18,11 +18,12 @@ func FuzzRequestBodies(f *testing.F) {
 	f.Add(`{"groups":[1]}`)
 	f.Add(`{"name":"web","description":"d","config":"a: {b: [1, 2]}\n"}`)
 	f.Add(`{"name":"web","config":"? [1]\n: x\n"}`)
+	f.Add(`{"name":"alice","role":"operator","kind":"user","ttl":"720h"}`)
 	f.Add(`{`)
 	e := newEnvWith(f, nil)
 	h := e.srv.Config.Handler
 	f.Fuzz(func(t *testing.T, body string) {
-		for _, path := range []string{"/api/v1/enrollment-tokens", "/api/v1/agents", "/api/v1/commands", "/api/v1/groups"} {
+		for _, path := range []string{"/api/v1/enrollment-tokens", "/api/v1/agents", "/api/v1/commands", "/api/v1/groups", "/api/v1/tokens"} {
 			req := httptest.NewRequest("POST", path, strings.NewReader(body))
 			req.Header.Set("Authorization", "Bearer "+e.tokens[tether.RoleAdmin])
 			w := httptest.NewRecorder()

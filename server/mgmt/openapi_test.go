@@ -439,6 +439,7 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 	exerciseOrders(t, c, members)
 	exerciseProgress(t, c, members)
 	exerciseFiles(t, c, members[0])
+	exerciseTokens(t, c, agent1)
 
 	// Revoke the enrollment token: it enrolls no more.
 	c.do(t, call{method: "DELETE", path: "/api/v1/enrollment-tokens/" + enroll.ID, token: operator, want: 204})
@@ -607,7 +608,7 @@ func TestOpenAPISchemasMatchAPITypes(t *testing.T) {
 		api.CreateCommandRequest{}, api.Result{}, api.Order{}, api.Command{}, api.CommandList{}, api.Health{},
 		api.Group{}, api.GroupList{}, api.CreateGroupRequest{}, api.UpdateGroupRequest{}, api.SetAgentGroupsRequest{},
 		api.OrderList{}, api.CancelResponse{}, api.ActionSpec{}, api.ArgSpec{}, api.ActionList{}, api.Progress{},
-		api.File{}, api.FileList{},
+		api.File{}, api.FileList{}, api.CreateTokenRequest{}, api.Token{}, api.TokenList{},
 	}
 	timeType, rawType := reflect.TypeFor[time.Time](), reflect.TypeFor[json.RawMessage]()
 	for _, v := range types {

@@ -41,7 +41,7 @@ func (s *Server) createEnrollmentToken(w http.ResponseWriter, r *http.Request, c
 	if tok.Name == "" {
 		tok.Name = "enrollment"
 	}
-	tok.Role = tether.RoleRegistrar
+	tok.Role, tok.Kind = tether.RoleRegistrar, tether.KindService
 	tok.Groups = req.Groups
 	tok.MaxUses = req.MaxUses
 	tok.CreatedAt = now
@@ -96,19 +96,10 @@ func enrollmentTokenJSON(t *tether.Token, now time.Time) api.EnrollmentToken {
 	out := api.EnrollmentToken{
 		ID: t.ID, Name: t.Name, Groups: t.Groups, MaxUses: t.MaxUses, Uses: t.Uses,
 		ExpiresAt: timePtr(t.ExpiresAt), RevokedAt: timePtr(t.RevokedAt),
-		CreatedAt: t.CreatedAt, CreatedBy: t.CreatedBy, Status: "active",
+		CreatedAt: t.CreatedAt, CreatedBy: t.CreatedBy, Status: tokenStatus(t, now),
 	}
 	if out.Groups == nil {
 		out.Groups = []string{}
-	}
-	switch tether.ErrorCode(t.Usable(now)) {
-	case tether.EEXPIRED:
-		out.Status = "expired"
-	case tether.EGONE:
-		out.Status = "used_up"
-		if !t.RevokedAt.IsZero() {
-			out.Status = "revoked"
-		}
 	}
 	return out
 }
