@@ -157,6 +157,7 @@ func (e *Executor) execute(ctx context.Context, so store.StoredOrder) error {
 		}
 		return err
 	}
+	crashPoint("running")
 	log.Info("running order")
 	hctx, cancel := ctx, context.CancelFunc(func() {})
 	if !o.TimeoutAt.IsZero() {
@@ -201,6 +202,7 @@ func (e *Executor) finish(so store.StoredOrder, out Outcome) error {
 		}
 		return err
 	}
+	crashPoint("finished")
 	if e.OnResult != nil {
 		e.OnResult()
 	}

@@ -110,6 +110,7 @@ func (rt *agentRun) pollLoop(ctx context.Context) error {
 			continue
 		}
 		added, err := rt.db.Orders.Add(res.Orders)
+		crashPoint("stored")
 		if err != nil {
 			// Not acknowledged: the server delivers them again.
 			d := bo.next(err)
@@ -164,6 +165,7 @@ func (rt *agentRun) reportLoop(ctx context.Context) error {
 		}
 		if err == nil && len(results) > 0 {
 			acked, err := rt.client.Report(ctx, results)
+			crashPoint("reported")
 			rt.noteCall(ctx, err)
 			switch {
 			case ctx.Err() != nil:
