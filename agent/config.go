@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -27,6 +28,16 @@ type Config struct {
 	BatchInterval time.Duration
 	// LogLevel is debug, info, warn or error (log_level).
 	LogLevel string
+	// ActiveResponse configures the active-response action
+	// (active_response).
+	ActiveResponse ActiveResponseConfig
+}
+
+// ActiveResponseConfig is the active_response key of agent.yaml.
+type ActiveResponseConfig struct {
+	// BinDirs are absolute directories, besides DATA/active-response/bin,
+	// whose executables active-response may run (bin_dirs).
+	BinDirs []string
 }
 
 // DefaultConfig is the configuration when agent.yaml sets nothing.
@@ -34,7 +45,7 @@ func DefaultConfig() Config {
 	return Config{PollWait: 50 * time.Second, BatchMaxEvents: 1000, BatchInterval: time.Second, LogLevel: "info"}
 }
 
-var configKeys = []string{"poll_wait", "batch_max_events", "batch_interval", "log_level"}
+var configKeys = []string{"poll_wait", "batch_max_events", "batch_interval", "log_level", "active_response"}
 
 var logLevels = []string{"debug", "info", "warn", "error"}
 
@@ -45,6 +56,7 @@ func (c Config) MarshalJSON() ([]byte, error) {
 		"batch_max_events": c.BatchMaxEvents,
 		"batch_interval":   c.BatchInterval.String(),
 		"log_level":        c.LogLevel,
+		"active_response":  map[string]any{"bin_dirs": append([]string{}, c.ActiveResponse.BinDirs...)},
 	})
 }
 
@@ -87,6 +99,9 @@ func ApplyCentral(local Config, doc json.RawMessage) (Config, error) {
 		return local, nil
 	}
 	cfg, err := parseConfigOver(local, doc) // JSON is YAML
+	if err == nil {
+		err = refuseLocalOnly(doc)
+	}
 	if err != nil {
 		return local, fmt.Errorf("centralized configuration: %w", err)
 	}
@@ -124,6 +139,8 @@ func parseConfigOver(cfg Config, data []byte) (Config, error) {
 				err = fmt.Errorf("%s: %q is not valid: want one of %s", k, node.Value, strings.Join(logLevels, ", "))
 			}
 			cfg.LogLevel = v
+		case "active_response":
+			cfg.ActiveResponse, err = activeResponseKey(k, &node)
 		default:
 			err = fmt.Errorf("unknown key %q (known keys: %s)", k, strings.Join(configKeys, ", "))
 		}
@@ -140,4 +157,46 @@ func durationKey(key string, node *yaml.Node, lo, hi time.Duration, example stri
 		return 0, fmt.Errorf("%s: %q is not valid: want a duration from %v to %v, like %q", key, node.Value, lo, hi, example)
 	}
 	return d, nil
+}
+
+// activeResponseKey parses active_response: {bin_dirs: [ABSOLUTE_DIR, ...]}.
+func activeResponseKey(key string, node *yaml.Node) (ActiveResponseConfig, error) {
+	var ar ActiveResponseConfig
+	if node.Kind != yaml.MappingNode {
+		return ar, fmt.Errorf("%s: want a mapping with the key bin_dirs", key)
+	}
+	for i := 0; i+1 < len(node.Content); i += 2 {
+		name, value := node.Content[i].Value, node.Content[i+1]
+		if name != "bin_dirs" {
+			return ar, fmt.Errorf("%s: unknown key %q (known keys: bin_dirs)", key, name)
+		}
+		if value.Kind != yaml.SequenceNode {
+			return ar, fmt.Errorf("%s.bin_dirs: want a list of absolute directory paths", key)
+		}
+		for _, item := range value.Content {
+			dir := item.Value
+			switch {
+			case item.Kind != yaml.ScalarNode || !filepath.IsAbs(dir):
+				return ar, fmt.Errorf("%s.bin_dirs: %q is not valid: want an absolute directory path", key, dir)
+			case filepath.Dir(filepath.Clean(dir)) == filepath.Clean(dir):
+				return ar, fmt.Errorf("%s.bin_dirs: %q is not valid: the root directory would allow every executable", key, dir)
+			}
+			ar.BinDirs = append(ar.BinDirs, filepath.Clean(dir))
+		}
+	}
+	return ar, nil
+}
+
+// refuseLocalOnly refuses, in a centralized configuration, the keys only
+// the host's own agent.yaml may set: active_response, so that whoever
+// manages the server cannot widen what the agent may run.
+func refuseLocalOnly(doc []byte) error {
+	var keys map[string]yaml.Node
+	if err := yaml.Unmarshal(doc, &keys); err != nil {
+		return err
+	}
+	if _, ok := keys["active_response"]; ok {
+		return errors.New("active_response: not allowed here: the directories active-response may run from are set only in the agent's local agent.yaml")
+	}
+	return nil
 }

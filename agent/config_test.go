@@ -22,7 +22,7 @@ func TestParseConfig(t *testing.T) {
 		{name: "empty", yaml: "", want: agent.DefaultConfig()},
 		{name: "all keys", yaml: "poll_wait: 20s\nbatch_max_events: 50\nbatch_interval: 250ms\nlog_level: DEBUG\n",
 			want: agent.Config{PollWait: 20 * time.Second, BatchMaxEvents: 50, BatchInterval: 250 * time.Millisecond, LogLevel: "debug"}},
-		{name: "unknown key", yaml: "poll_wait: 20s\npoll_wiat: 3s\n", wantErr: `unknown key "poll_wiat" (known keys: poll_wait, batch_max_events, batch_interval, log_level)`},
+		{name: "unknown key", yaml: "poll_wait: 20s\npoll_wiat: 3s\n", wantErr: `unknown key "poll_wiat" (known keys: poll_wait, batch_max_events, batch_interval, log_level, active_response)`},
 		{name: "bad duration", yaml: "poll_wait: soon\n", wantErr: `poll_wait: "soon" is not valid: want a duration from 1s to 5m0s`},
 		{name: "duration too long", yaml: "poll_wait: 1h\n", wantErr: "poll_wait:"},
 		{name: "interval too short", yaml: "batch_interval: 1ms\n", wantErr: "batch_interval:"},
@@ -30,6 +30,16 @@ func TestParseConfig(t *testing.T) {
 		{name: "batch not a number", yaml: "batch_max_events: many\n", wantErr: "batch_max_events:"},
 		{name: "bad level", yaml: "log_level: loud\n", wantErr: `log_level: "loud" is not valid: want one of debug, info, warn, error`},
 		{name: "not a mapping", yaml: "- a\n- b\n", wantErr: "not a YAML mapping"},
+		{name: "active response dirs", yaml: "active_response:\n  bin_dirs: [/opt/ar/bin, /usr/local/lib/ar/]\n",
+			want: withBinDirs("/opt/ar/bin", "/usr/local/lib/ar")},
+		{name: "active response empty", yaml: "active_response: {bin_dirs: []}\n", want: agent.DefaultConfig()},
+		{name: "active response relative dir", yaml: "active_response:\n  bin_dirs: [bin]\n",
+			wantErr: `active_response.bin_dirs: "bin" is not valid: want an absolute directory path`},
+		{name: "active response root", yaml: "active_response:\n  bin_dirs: [/]\n", wantErr: "the root directory would allow every executable"},
+		{name: "active response not a list", yaml: "active_response:\n  bin_dirs: /opt/ar\n", wantErr: "active_response.bin_dirs: want a list"},
+		{name: "active response nested list", yaml: "active_response:\n  bin_dirs: [[/opt]]\n", wantErr: "active_response.bin_dirs:"},
+		{name: "active response unknown key", yaml: "active_response:\n  dirs: [/opt]\n", wantErr: `active_response: unknown key "dirs" (known keys: bin_dirs)`},
+		{name: "active response not a mapping", yaml: "active_response: /opt\n", wantErr: "active_response: want a mapping"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -40,7 +50,7 @@ func TestParseConfig(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || got != tt.want {
+			if err != nil || !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("got %+v, %v; want %+v", got, err, tt.want)
 			}
 		})
@@ -49,7 +59,7 @@ func TestParseConfig(t *testing.T) {
 
 func TestLoadConfigMissingFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "agent.yaml")
-	if cfg, err := agent.LoadConfig(path, false); err != nil || cfg != agent.DefaultConfig() {
+	if cfg, err := agent.LoadConfig(path, false); err != nil || !reflect.DeepEqual(cfg, agent.DefaultConfig()) {
 		t.Fatalf("missing default file: %+v, %v", cfg, err)
 	}
 	if _, err := agent.LoadConfig(path, true); err == nil {
@@ -79,10 +89,17 @@ func TestApplyCentralOverridesLocalAndKeepsItOnError(t *testing.T) {
 		`{"batch_max_events":0}`: "batch_max_events",
 		`{"frobnicate":1}`:       `unknown key "frobnicate"`,
 		`[1,2]`:                  "not a YAML mapping",
+		`{"active_response":{"bin_dirs":["/bin"]}}`: "active_response: not allowed here",
 	} {
 		eff, err := agent.ApplyCentral(local, json.RawMessage(doc))
 		if err == nil || !strings.Contains(err.Error(), want) || !strings.HasPrefix(err.Error(), "centralized configuration: ") || !reflect.DeepEqual(eff, local) {
 			t.Errorf("ApplyCentral(%s) = %+v, %v; want the local configuration and an error naming %q", doc, eff, err, want)
 		}
 	}
+}
+
+func withBinDirs(dirs ...string) agent.Config {
+	cfg := agent.DefaultConfig()
+	cfg.ActiveResponse.BinDirs = dirs
+	return cfg
 }

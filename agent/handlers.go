@@ -14,9 +14,12 @@ import (
 var ErrRestart = errors.New("restart requested")
 
 // BuiltinHandlers returns the registry of built-in actions. effectiveConfig
-// returns what get-config reports.
-func BuiltinHandlers(effectiveConfig func() any) map[string]Handler {
+// returns what get-config reports; activeResponseDirs are the directories
+// active-response may run executables from (ActiveResponseDirs; none: it
+// refuses every command).
+func BuiltinHandlers(effectiveConfig func() any, activeResponseDirs ...string) map[string]Handler {
 	return map[string]Handler{
+		"active-response": ActiveResponseHandler(activeResponseDirs),
 		"get-config": {
 			Run: func(context.Context, client.Order) (Outcome, error) {
 				return Outcome{Success: true, Message: "effective configuration", Data: effectiveConfig()}, nil

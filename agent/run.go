@@ -153,7 +153,7 @@ func (rt *agentRun) run(parent context.Context) error {
 		log.Debug("pruned order index", "ids", n)
 	}
 	rt.loadCentral()
-	handlers := BuiltinHandlers(rt.effectiveConfig)
+	handlers := BuiltinHandlers(rt.effectiveConfig, ActiveResponseDirs(rt.opts.DataDir, rt.cfg)...)
 	rt.addConfigHandlers(handlers)
 	rt.exec = NewExecutor(rt.db.Orders, handlers, log)
 	rt.exec.OnResult = func() { notify(rt.reportNow); notify(rt.kick) }

@@ -148,6 +148,10 @@ The local configuration is read from DATA_DIR/agent.yaml (optional) or from
   batch_max_events: 1000  most events per batch (1 to 10000)
   batch_interval: 1s      how long a batch may fill up (10ms to 1m)
   log_level: info         debug, info, warn or error
+  active_response:
+    bin_dirs: [/opt/ar]   absolute directories whose executables the
+                          active-response action may run, besides
+                          DATA_DIR/active-response/bin (local file only)
 
 Exit status: 0 when stopped by a signal, 1 on error (including when the
 server says the agent was removed or disabled).`,
