@@ -262,7 +262,7 @@ func resolveActiveResponse(dirs []string, command string) (path, dir string, err
 // relative to dir.
 func within(dir, path string) (string, bool) {
 	rel, err := filepath.Rel(dir, path)
-	if err != nil || !filepath.IsLocal(rel) || rel == "." {
+	if err != nil || !filepath.IsLocal(rel) {
 		return "", false
 	}
 	return rel, true

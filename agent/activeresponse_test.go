@@ -148,6 +148,8 @@ func TestActiveResponseRefusesWhatIsNotAllowlisted(t *testing.T) {
 		{"through a linked directory", "outlink/evil", "outside the allowlisted directory"},
 		{"dangling symlink", "dangling", "no such file or directory"},
 		{"directory", "sub", "is a directory, not an executable file"},
+		{"the directory itself", ".", "is a directory, not an executable file"},
+		{"the directory itself, absolute", dir, "is a directory, not an executable file"},
 		{"not executable", "notexec", "is not executable (mode 0644)"},
 		{"writable by all", "open", "is writable by every user (mode 0777)"},
 		{"fifo", "fifo", "is not a regular file"},
