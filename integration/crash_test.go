@@ -251,23 +251,19 @@ func TestCancelledQueuedOrderIsSkipped(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.start(t, "")
+	await(t, 20*time.Second, "the agent's status", func() bool { return queueOf(a.dir) != nil })
 	var busy commandJSON
 	s.ctlJSON(t, &busy, "commands", "send", "--agent", a.id, "active-response", "--args-json", `{"command":"slow","timeout":"1m"}`)
 	queued := a.send(t, s, 1)
 	await(t, 20*time.Second, "the second order queued on the agent", func() bool {
-		for _, o := range agentStatus(t, a.dir)["orders"].([]any) {
-			if o.(map[string]any)["state"] == "pending" {
-				return true
-			}
-		}
-		return false
+		return slices.ContainsFunc(queueOf(a.dir), func(o orderState) bool { return o.State == "pending" })
 	})
 	if _, stderr, code := s.ctl(t, "commands", "cancel", queued); code != 0 {
 		t.Fatalf("commands cancel: exit %d %s", code, stderr)
 	}
 	await(t, 10*time.Second, "the agent to drop the cancelled order", func() bool {
-		orders, _ := agentStatus(t, a.dir)["orders"].([]any)
-		return len(orders) == 1 // only the running one is left
+		q := queueOf(a.dir)
+		return len(q) == 1 && q[0].State == "running" // only the running one is left
 	})
 	await(t, 30*time.Second, "the slow order's result", func() bool {
 		status, _ := orderOf(t, s, busy.ID)
@@ -279,4 +275,28 @@ func TestCancelledQueuedOrderIsSkipped(t *testing.T) {
 	if ran := a.ran(t); len(ran) != 0 {
 		t.Fatalf("the cancelled order ran: %v", ran)
 	}
+}
+
+type orderState struct {
+	ID    string `json:"id"`
+	State string `json:"state"`
+}
+
+// queueOf reads the order queue from the agent's status file: nil until
+// the agent wrote one, empty when it holds no order.
+func queueOf(dir string) []orderState {
+	b, err := os.ReadFile(filepath.Join(dir, "status.json"))
+	if err != nil {
+		return nil
+	}
+	var st struct {
+		Orders []orderState `json:"orders"`
+	}
+	if json.Unmarshal(b, &st) != nil {
+		return nil
+	}
+	if st.Orders == nil {
+		st.Orders = []orderState{}
+	}
+	return st.Orders
 }
