@@ -62,10 +62,10 @@ var builtins = map[string]Spec{
 		{Name: "file", Type: ArgString, Required: true, Doc: "the name the file was uploaded under (for logs and results)"},
 		{Name: "signature", Type: ArgString, Required: true, Pattern: signatureRE, Doc: "standard base64 of the release-signing key's Ed25519 signature of the 32 raw bytes of the SHA-256 digest"},
 	}},
-	"active-response": {Name: "active-response", Doc: "run an allowlisted executable with arguments, without a shell", Args: []Arg{
-		{Name: "command", Type: ArgString, Required: true, Doc: "executable name inside the allowlisted directory"},
-		{Name: "args", Type: ArgStrings, Doc: "its arguments"},
-		{Name: "timeout", Type: ArgDuration, Doc: "time limit, e.g. 30s"},
+	"active-response": {Name: "active-response", Doc: "run an allowlisted executable with arguments, without a shell; its exit code and output are the result", Args: []Arg{
+		{Name: "command", Type: ArgString, Required: true, Doc: "executable name inside an allowlisted directory of the agent (DATA/active-response/bin, or active_response.bin_dirs of its agent.yaml)"},
+		{Name: "args", Type: ArgStrings, Doc: "its arguments, passed as they are (no shell)"},
+		{Name: "timeout", Type: ArgDuration, Doc: "time limit, e.g. 30s (the order's own window still applies); at the limit its process group is killed"},
 	}},
 	"set-group": {Name: "set-group", Doc: "replace the agent's groups and refresh its configuration", Args: []Arg{
 		{Name: "groups", Type: ArgStrings, Required: true, Doc: "the new list of groups"},
