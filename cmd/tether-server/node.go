@@ -250,7 +250,8 @@ func (n *Node) bootstrapAdmin(ctx context.Context) (string, error) {
 		return string(bytes.TrimSpace(b)), nil
 	}
 	secret, tok := authn.NewAPIToken()
-	tok.Name, tok.Role, tok.CreatedAt = "admin", tether.RoleAdmin, time.Now().UTC()
+	// The bootstrap token is the first administrator's: a person's.
+	tok.Name, tok.Role, tok.Kind, tok.CreatedAt = "admin", tether.RoleAdmin, tether.KindUser, time.Now().UTC()
 	if err := os.WriteFile(path+".tmp", []byte(secret+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("write admin token: %w", err)
 	}

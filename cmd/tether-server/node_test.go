@@ -342,6 +342,15 @@ func TestRestartKeepsDataDir(t *testing.T) {
 	ca1, _ := os.ReadFile(n1.CACertFile)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	// The bootstrap admin token is a person's, and the only token.
+	toks, err := adminClient(t, n1).ListTokens(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(toks.Items) != 1 || toks.Items[0].Name != "admin" || toks.Items[0].Role != "admin" ||
+		toks.Items[0].Kind != api.KindUser || toks.Items[0].CreatedBy != "" {
+		t.Fatalf("tokens after the first start: %+v; want the bootstrap admin token, of kind user", toks.Items)
+	}
 	if err := n1.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
