@@ -215,7 +215,7 @@ func (s *Server) authorize(r *http.Request, perm tether.Permission) (*tether.Tok
 		return nil, err
 	}
 	if !tok.Role.Can(perm) {
-		return nil, tether.Errorf(tether.EFORBIDDEN, "a %s token may not do this (needs %s)", tok.Role, perm)
+		return nil, tether.Errorf(tether.EFORBIDDEN, "a token in the role %s may not do this (needs %s)", tok.Role, perm)
 	}
 	return tok, nil
 }
