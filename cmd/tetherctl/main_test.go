@@ -737,6 +737,7 @@ func TestHelp(t *testing.T) {
 	}
 	for _, cmd := range [][]string{
 		{"enrollment-tokens", "create"}, {"enrollment-tokens", "list"}, {"enrollment-tokens", "revoke"},
+		{"tokens"}, {"tokens", "create"}, {"tokens", "list"}, {"tokens", "revoke"},
 		{"agents", "list"}, {"agents", "show"}, {"agents", "delete"}, {"agents", "state"},
 		{"commands", "send"}, {"commands", "list"}, {"commands", "show"}, {"commands", "cancel"},
 		{"agents", "set-groups"},

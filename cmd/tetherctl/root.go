@@ -28,11 +28,12 @@ var version = ""
 
 const defaultServer = "https://127.0.0.1:7444"
 
-const rootLong = `tetherctl drives a Tether server through its management API: it creates
-enrollment tokens, lists and removes agents, reads their state, manages
-groups and their configuration, sends commands to an agent, a group or the
-server (optionally following their progress live), cancels them, lists
-their orders, and uploads the files agents download (agent upgrades).
+const rootLong = `tetherctl drives a Tether server through its management API: it manages
+the API tokens of people and services, creates enrollment tokens, lists and
+removes agents, reads their state, manages groups and their configuration,
+sends commands to an agent, a group or the server (optionally following
+their progress live), cancels them, lists their orders, and uploads the
+files agents download (agent upgrades).
 
 Connection:
   --server, --token or --token-file, and --ca-cert say where and who.
@@ -146,7 +147,7 @@ func (a *app) rootCommand() *cobra.Command {
 	pf.StringVarP(&a.output, "output", "o", "table", "`FORMAT` of the output: table or json")
 	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "time limit of each API call, as a `DURATION`")
 
-	root.AddCommand(a.tokensCommand(), a.agentsCommand(), a.groupsCommand(), a.commandsCommand(),
+	root.AddCommand(a.apiTokensCommand(), a.tokensCommand(), a.agentsCommand(), a.groupsCommand(), a.commandsCommand(),
 		a.ordersCommand(), a.actionsCommand(), a.filesCommand())
 	return root
 }
