@@ -437,6 +437,7 @@ func (a *app) commandsShowCommand() *cobra.Command {
 			"Orders", orderCounts(cm.Progress()),
 			"Timeout", cm.Timeout,
 			"User", cm.User,
+			"Source", cm.Source,
 			"Created", stamp(cm.CreatedAt),
 		); err != nil {
 			return err

@@ -83,6 +83,11 @@ func TestTokensAgainstARealServer(t *testing.T) {
 		if cmd.User != tt.user || cmd.Source != tt.source {
 			t.Errorf("command sent by %s: user %q, source %q; want %q, %q", tt.user, cmd.User, cmd.Source, tt.user, tt.source)
 		}
+		r := s.runAs(t, root, "commands", "show", cmd.ID).ok(t)
+		if !strings.Contains(r.stdout, "User:") || !strings.Contains(r.stdout, "Source:") ||
+			!strings.Contains(r.stdout, " "+tt.user+"\n") || !strings.Contains(r.stdout, " "+tt.source+"\n") {
+			t.Errorf("commands show does not give user %s and source %s:\n%s", tt.user, tt.source, r.stdout)
+		}
 	}
 
 	// The list: people's and services' tokens, no secret, no enrollment token.
