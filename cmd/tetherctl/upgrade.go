@@ -17,6 +17,7 @@ func (a *app) agentsUpgradeCommand() *cobra.Command {
 		file, name string
 		version    string
 		timeout    string
+		rollback   string
 		wait       bool
 		interval   time.Duration
 	)
@@ -31,7 +32,8 @@ server already holds its bytes), then sends the built-in action upgrade with
 the file's version, SHA-256, name and the server's signature. Each agent
 downloads the file from the comms listener, checks its digest and the
 signature with the release key it pinned at enrollment, swaps its binary and
-restarts, rolling back when the new one does not come back.
+restarts, rolling back when the new one does not come back: when it does not
+reach the server within --rollback-after (default 2m), or fails to start.
 
 --timeout, --wait and --interval are those of 'tetherctl commands send': the
 orders' time window (default 5m on the server), following the progress live,
@@ -48,6 +50,7 @@ and exit code 3 when an upgrade failed.`,
 	f.StringVar(&name, "name", "", "store the binary under `NAME` (default: the file's base name)")
 	f.StringVar(&version, "version", "", "the `VERSION` of the binary, reported by the agents once upgraded")
 	f.StringVar(&timeout, "timeout", "", "orders' time window, as a `DURATION` (default 5m)")
+	f.StringVar(&rollback, "rollback-after", "", "roll back when the new binary has not reached the server within `DURATION` (1s to 24h; agents' default 2m)")
 	f.BoolVar(&wait, "wait", false, "follow the progress until every order finished; exit 3 if one failed")
 	f.DurationVar(&interval, "interval", time.Second, "with --wait, when the server has no progress stream, poll every `DURATION`")
 	cmd.RunE = a.action(func(ctx context.Context, c *api.Client, _ []string) error {
@@ -70,6 +73,11 @@ and exit code 3 when an upgrade failed.`,
 				return usagef("--timeout %q: want a duration such as 10m", timeout)
 			}
 		}
+		if rollback != "" {
+			if d, err := time.ParseDuration(rollback); err != nil || d < time.Second || d > 24*time.Hour {
+				return usagef("--rollback-after %q: want a duration from 1s to 24h, such as 5m", rollback)
+			}
+		}
 		if interval <= 0 {
 			return usagef("--interval %v: want a positive duration", interval)
 		}
@@ -84,9 +92,13 @@ and exit code 3 when an upgrade failed.`,
 			}
 			fmt.Fprintf(a.stdout, "file %s (%s, %s) %s\n", stored.Name, stored.SHA256, humanBytes(stored.Size), what)
 		}
-		args, err := json.Marshal(map[string]string{
+		fields := map[string]string{
 			"version": version, "sha256": stored.SHA256, "file": stored.Name, "signature": stored.Signature,
-		})
+		}
+		if rollback != "" {
+			fields["rollback_after"] = rollback
+		}
+		args, err := json.Marshal(fields)
 		if err != nil {
 			return fmt.Errorf("encode arguments: %w", err)
 		}

@@ -61,6 +61,7 @@ var builtins = map[string]Spec{
 		{Name: "sha256", Type: ArgString, Required: true, Pattern: sha256RE, Doc: "lowercase hex SHA-256 of the file: the agent downloads GET /api/v1/files/{sha256} from the comms listener"},
 		{Name: "file", Type: ArgString, Required: true, Doc: "the name the file was uploaded under (for logs and results)"},
 		{Name: "signature", Type: ArgString, Required: true, Pattern: signatureRE, Doc: "standard base64 of the release-signing key's Ed25519 signature of the 32 raw bytes of the SHA-256 digest"},
+		{Name: "rollback_after", Type: ArgDuration, Doc: "how long the new binary has to reach the server before the agent puts the previous one back (1s to 24h, default 2m)"},
 	}},
 	"active-response": {Name: "active-response", Doc: "run an allowlisted executable with arguments, without a shell; its exit code and output are the result", Args: []Arg{
 		{Name: "command", Type: ArgString, Required: true, Doc: "executable name inside an allowlisted directory of the agent (DATA/active-response/bin, or active_response.bin_dirs of its agent.yaml)"},
