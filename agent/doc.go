@@ -11,6 +11,8 @@
 //	agent.db         bbolt: event outbox, batch sequence, orders, unacknowledged results
 //	status.json      what run is doing, rewritten every ~2 s (bbolt locks agent.db)
 //	dead-letter.ndjson  batches the server refused as invalid
+//	upgrade/         an upgrade's download in progress (SHA256.part) and the
+//	                 record of the last upgrade (state.json; see Upgrader)
 //
 // Run keeps one long-poll open for orders, stores each order durably before
 // acknowledging it, executes orders one at a time in arrival order, reports

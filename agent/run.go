@@ -155,6 +155,11 @@ func (rt *agentRun) run(parent context.Context) error {
 	rt.loadCentral()
 	handlers := BuiltinHandlers(rt.effectiveConfig, ActiveResponseDirs(rt.opts.DataDir, rt.cfg)...)
 	rt.addConfigHandlers(handlers)
+	// Upgrades (upgrade.go): the action, and a new binary on probation
+	// confirmed or rolled back before orders are settled.
+	if err := rt.setUpUpgrades(ctx, handlers); err != nil || ctx.Err() != nil {
+		return err
+	}
 	rt.exec = NewExecutor(rt.db.Orders, handlers, log)
 	rt.exec.OnResult = func() { notify(rt.reportNow); notify(rt.kick) }
 	if err := rt.exec.Recover(); err != nil {

@@ -135,6 +135,7 @@ already held. The token is only needed for enrolling: it is not stored.`,
 
 func newRun(stderr io.Writer) *cobra.Command {
 	var dataDir, configFile string
+	var upgradeCheck bool
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the agent (in the foreground, until stopped)",
@@ -161,13 +162,23 @@ server says the agent was removed or disabled).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			level := new(slog.LevelVar)
 			logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
-			err := agent.Run(cmd.Context(), agent.RunOptions{
+			opts := agent.RunOptions{
 				DataDir:    dataDir,
 				ConfigFile: configFile,
 				Logger:     logger,
 				LogLevel:   level,
 				Version:    Version(),
-			})
+			}
+			if upgradeCheck {
+				return agent.UpgradeCheck(cmd.Context(), opts, cmd.OutOrStdout())
+			}
+			// Upgrades (agent/upgrade.go): a new binary on probation counts
+			// its starts, and the previous one is put back when it fails.
+			err := agent.UpgradeStarting(dataDir, Version(), logger)
+			if err == nil {
+				err = agent.Run(cmd.Context(), opts)
+				err = agent.UpgradeStopped(dataDir, Version(), err, logger)
+			}
 			if errors.Is(err, agent.ErrRestart) {
 				logger.Info("re-executing the agent")
 				if err := reexec(); err != nil {
@@ -180,6 +191,8 @@ server says the agent was removed or disabled).`,
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", agent.DefaultDataDir, "data directory")
 	cmd.Flags().StringVar(&configFile, "config", "", "configuration file (default DATA_DIR/agent.yaml, optional)")
+	cmd.Flags().BoolVar(&upgradeCheck, "upgrade-check", false, "check that this binary starts and reaches the server, print its version as JSON and exit (run by upgrades)")
+	_ = cmd.Flags().MarkHidden("upgrade-check")
 	return cmd
 }
 
