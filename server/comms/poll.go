@@ -26,10 +26,11 @@ func (s *Service) PollCommands(ctx context.Context, req *connect.Request[commsv1
 	}
 	// Subscribe before the first look, so an order created between the
 	// look and the wait still wakes this poll.
-	wake, release := s.o.Notifier.Subscribe(a.ID)
+	id := a.ID
+	wake, release := s.o.Notifier.Subscribe(id)
 	defer release()
 	// Seen at the end too: the agent was connected for the whole wait.
-	defer func() { s.o.Presence.Seen(a.ID, time.Now().UTC()) }()
+	defer func() { s.o.Presence.Seen(id, time.Now().UTC()) }()
 
 	ans, err := s.look(ctx, a, p)
 	if err != nil {
@@ -54,7 +55,7 @@ func (s *Service) PollCommands(ctx context.Context, req *connect.Request[commsv1
 				// node drops the cached record (Forget), so this reads the
 				// store only then, or once the cache entry is older than
 				// agentCacheTTL.
-				if a, err = s.agent(ctx, a.ID); err != nil {
+				if a, err = s.agent(ctx, id); err != nil {
 					return nil, s.fail(method, err)
 				}
 				if ans, err = s.look(ctx, a, p); err != nil {
