@@ -396,7 +396,7 @@ func (u *Upgrader) install(ctx context.Context, o client.Order, a upgradeArgs, p
 		_ = u.rollBack(rec, reason)
 		return u.rolledBack(rec), nil
 	}
-	log.Info("restarting into the new version", "to_version", a.Version, "deadline", rec.Deadline)
+	log.Info("restarting into the new version", "deadline", rec.Deadline)
 	return Outcome{}, ErrRestart
 }
 

@@ -252,7 +252,9 @@ func (u *Upgrader) Settle(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		last = err
+		if last == nil || time.Now().Before(rec.Deadline) {
+			last = err // not the deadline's own error, when there was another
+		}
 		left := time.Until(rec.Deadline)
 		if left <= 0 {
 			break
