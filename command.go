@@ -105,6 +105,9 @@ type Order struct {
 	Result  Result
 	// User who created the request (copied for the agent's logs).
 	User string
+	// AgentGroups are the groups the agent was in when the order was
+	// created, in the agent's order (set by the store).
+	AgentGroups []string
 	// CreatedAt is when the order was created; SentAt when it was first
 	// delivered; ReceivedAt when the agent confirmed it stored it;
 	// FinishedAt when it reached a final status; TimeoutAt the end of its

@@ -80,6 +80,9 @@ type CommandStore interface {
 	// CreatedAt is r.CreatedAt's). A group without members is EINVALID on
 	// the field "target.id", and nothing is stored; so is any failure.
 	CreateGroupCommand(ctx context.Context, r *CommandRequest, tmpl Order) ([]*Order, error)
+	// CommandRequest returns a request without its orders (ENOTFOUND when
+	// there is none).
+	CommandRequest(ctx context.Context, id string) (*CommandRequest, error)
 	Command(ctx context.Context, id string) (*CommandRequest, []*Order, error)
 	// Commands lists requests, newest first (by creation time, then id),
 	// and returns the cursor of the next page ("" after the last one).

@@ -161,12 +161,16 @@ type Order struct {
 	OrderID   string `json:"order_id"`
 	RequestID string `json:"request_id"`
 	// AgentID is empty for an order a server node executes.
-	AgentID    string     `json:"agent_id"`
-	Action     Action     `json:"action"`
-	Status     string     `json:"status"`
-	Result     *Result    `json:"result,omitempty"`
-	CreatedAt  time.Time  `json:"created_at"`
-	SentAt     *time.Time `json:"sent_at,omitempty"`
+	AgentID string `json:"agent_id"`
+	// AgentGroups are the agent's groups when the order was created.
+	AgentGroups []string   `json:"agent_groups,omitempty"`
+	Action      Action     `json:"action"`
+	Status      string     `json:"status"`
+	Result      *Result    `json:"result,omitempty"`
+	CreatedAt   time.Time  `json:"created_at"`
+	SentAt      *time.Time `json:"sent_at,omitempty"`
+	// ReceivedAt is when the agent confirmed it stored the order.
+	ReceivedAt *time.Time `json:"received_at,omitempty"`
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
 	TimeoutAt  time.Time  `json:"timeout_at"`
 	Attempts   int        `json:"attempts"`

@@ -102,23 +102,86 @@ func (a *Archiver) Run(ctx context.Context) {
 	}
 }
 
-// archived is the payload of a "commands" event.
+// archived is the payload of a "commands" event: an order with the request
+// it came from, under the names the order's fields have in queries
+// (agent.groups, command.source, command.target.type, …).
 type archived struct {
-	OrderID    string          `json:"order_id"`
-	RequestID  string          `json:"request_id"`
-	AgentID    string          `json:"agent_id,omitempty"`
-	Action     string          `json:"action"`
-	Args       json.RawMessage `json:"args,omitempty"`
-	Version    string          `json:"version,omitempty"`
-	User       string          `json:"user,omitempty"`
-	Status     string          `json:"status"`
-	Code       int             `json:"code"`
-	Message    string          `json:"message,omitempty"`
-	Data       json.RawMessage `json:"data,omitempty"`
-	CreatedAt  time.Time       `json:"created_at"`
-	SentAt     *time.Time      `json:"sent_at,omitempty"`
-	FinishedAt time.Time       `json:"finished_at"`
-	Attempts   int             `json:"attempts"`
+	Agent   archivedAgent   `json:"agent"`
+	Command archivedCommand `json:"command"`
+	// Times of the order's life and how many times it was delivered.
+	CreatedAt  time.Time  `json:"created_at"`
+	SentAt     *time.Time `json:"sent_at,omitempty"`
+	ReceivedAt *time.Time `json:"received_at,omitempty"`
+	FinishedAt time.Time  `json:"finished_at"`
+	Attempts   int        `json:"attempts"`
+}
+
+type archivedAgent struct {
+	ID     string   `json:"id,omitempty"`
+	Groups []string `json:"groups"`
+}
+
+type archivedCommand struct {
+	RequestID string         `json:"request_id"`
+	OrderID   string         `json:"order_id"`
+	Source    string         `json:"source,omitempty"`
+	User      string         `json:"user,omitempty"`
+	Target    archivedTarget `json:"target"`
+	Action    archivedAction `json:"action"`
+	Timeout   string         `json:"timeout,omitempty"`
+	Status    string         `json:"status"`
+	Result    archivedResult `json:"result"`
+}
+
+type archivedTarget struct {
+	Type string `json:"type"`
+	ID   string `json:"id,omitempty"`
+}
+
+type archivedAction struct {
+	Name    string          `json:"name"`
+	Args    json.RawMessage `json:"args,omitempty"`
+	Version string          `json:"version,omitempty"`
+}
+
+type archivedResult struct {
+	Code    int             `json:"code"`
+	Message string          `json:"message,omitempty"`
+	Data    json.RawMessage `json:"data,omitempty"`
+}
+
+// archiveRecord describes an order and its request (nil when the request
+// is gone: its fields are then left out).
+func archiveRecord(o *tether.Order, r *tether.CommandRequest) archived {
+	rec := archived{
+		Agent: archivedAgent{ID: o.AgentID, Groups: o.AgentGroups},
+		Command: archivedCommand{
+			RequestID: o.RequestID, OrderID: o.ID, User: o.User,
+			Action: archivedAction{Name: o.Action.Name, Args: o.Action.Args, Version: o.Action.Version},
+			Status: string(o.Status),
+			Result: archivedResult{Code: o.Result.Code, Message: o.Result.Message, Data: o.Result.Data},
+		},
+		CreatedAt: o.CreatedAt, SentAt: timePtr(o.SentAt), ReceivedAt: timePtr(o.ReceivedAt),
+		FinishedAt: o.FinishedAt, Attempts: o.Attempts,
+	}
+	if rec.Agent.Groups == nil {
+		rec.Agent.Groups = []string{}
+	}
+	if r != nil {
+		rec.Command.Source = r.Source
+		rec.Command.Target = archivedTarget{Type: string(r.Target.Type), ID: r.Target.ID}
+		if r.Timeout > 0 {
+			rec.Command.Timeout = r.Timeout.String()
+		}
+	}
+	return rec
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
 }
 
 // Once archives every order that finished before now minus the retention
@@ -135,18 +198,17 @@ func (a *Archiver) Once(ctx context.Context, now time.Time) (int, error) {
 		}
 		b := &tether.Batch{AgentName: "tether-server", ReceivedAt: now, Events: make([]tether.Event, 0, len(orders))}
 		ids := make([]string, 0, len(orders))
+		requests := map[string]*tether.CommandRequest{}
 		for _, o := range orders {
-			rec := archived{
-				OrderID: o.ID, RequestID: o.RequestID, AgentID: o.AgentID, Action: o.Action.Name,
-				Args: o.Action.Args, Version: o.Action.Version, User: o.User, Status: string(o.Status),
-				Code: o.Result.Code, Message: o.Result.Message, Data: o.Result.Data,
-				CreatedAt: o.CreatedAt, FinishedAt: o.FinishedAt, Attempts: o.Attempts,
+			r, seen := requests[o.RequestID]
+			if !seen {
+				r, err = a.Store.CommandRequest(ctx, o.RequestID)
+				if err != nil && tether.ErrorCode(err) != tether.ENOTFOUND {
+					return total, err
+				}
+				requests[o.RequestID] = r
 			}
-			if !o.SentAt.IsZero() {
-				s := o.SentAt
-				rec.SentAt = &s
-			}
-			payload, err := json.Marshal(rec)
+			payload, err := json.Marshal(archiveRecord(o, r))
 			if err != nil {
 				return total, err
 			}

@@ -2,6 +2,7 @@ package command_test
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,7 +59,11 @@ func TestArchiverMovesOldOrdersToTheSinks(t *testing.T) {
 	ctx := context.Background()
 	old := time.Now().Add(-10 * 24 * time.Hour)
 	m.Now = func() time.Time { return old }
-	oldReq, orders, err := m.Create(ctx, command.New{Target: tether.Target{Type: tether.TargetAgent, ID: agentID}, Action: tether.Action{Name: "get-config"}})
+	if err := db.SetAgentGroups(ctx, agentID, []string{"web", "eu"}); err != nil {
+		t.Fatal(err)
+	}
+	oldReq, orders, err := m.Create(ctx, command.New{Target: tether.Target{Type: tether.TargetAgent, ID: agentID},
+		Action: tether.Action{Name: "get-config"}, Source: "service", User: "deploy-bot", Timeout: 5 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,8 +98,36 @@ func TestArchiverMovesOldOrdersToTheSinks(t *testing.T) {
 		b, _ := os.ReadFile(f)
 		all.Write(b)
 	}
-	if !strings.Contains(all.String(), `"module":"commands"`) || !strings.Contains(all.String(), orders[0].ID) {
-		t.Fatalf("sink content:\n%s", all.String())
+	var line struct {
+		Module  string `json:"module"`
+		Payload struct {
+			Agent struct {
+				ID     string   `json:"id"`
+				Groups []string `json:"groups"`
+			} `json:"agent"`
+			Command struct {
+				RequestID                     string `json:"request_id"`
+				OrderID                       string `json:"order_id"`
+				Source, User, Timeout, Status string
+				Target                        struct{ Type, ID string }
+				Action                        struct{ Name string }
+				Result                        struct{ Message string }
+			} `json:"command"`
+			CreatedAt  time.Time `json:"created_at"`
+			FinishedAt time.Time `json:"finished_at"`
+		} `json:"payload"`
+	}
+	// The record carries the order with its request, under the names of
+	// the order's fields (agent.groups, command.source, …).
+	if err := json.Unmarshal([]byte(strings.TrimSpace(all.String())), &line); err != nil {
+		t.Fatalf("sink content %v:\n%s", err, all.String())
+	}
+	p, c := line.Payload, line.Payload.Command
+	if line.Module != "commands" || p.Agent.ID != agentID || strings.Join(p.Agent.Groups, ",") != "web,eu" ||
+		c.OrderID != orders[0].ID || c.RequestID != oldReq.ID || c.Source != "service" || c.User != "deploy-bot" ||
+		c.Target.Type != "agent" || c.Target.ID != agentID || c.Action.Name != "get-config" || c.Timeout != "5m0s" ||
+		c.Status != "success" || c.Result.Message != "ok" || p.CreatedAt.IsZero() || p.FinishedAt.IsZero() {
+		t.Fatalf("archived record:\n%s", all.String())
 	}
 	if n, err := a.Once(ctx, time.Now()); err != nil || n != 0 {
 		t.Fatalf("second pass: %d %v", n, err)

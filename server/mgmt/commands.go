@@ -163,8 +163,8 @@ func summarize(counts map[tether.OrderStatus]int) tether.OrderStatus {
 
 func orderJSON(o *tether.Order) api.Order {
 	out := api.Order{
-		OrderID: o.ID, RequestID: o.RequestID, AgentID: o.AgentID, Action: actionJSON(o.Action),
-		Status: string(o.Status), CreatedAt: o.CreatedAt.UTC(), SentAt: timePtr(o.SentAt),
+		OrderID: o.ID, RequestID: o.RequestID, AgentID: o.AgentID, AgentGroups: o.AgentGroups, Action: actionJSON(o.Action),
+		Status: string(o.Status), CreatedAt: o.CreatedAt.UTC(), SentAt: timePtr(o.SentAt), ReceivedAt: timePtr(o.ReceivedAt),
 		FinishedAt: timePtr(o.FinishedAt), TimeoutAt: o.TimeoutAt.UTC(), Attempts: o.Attempts,
 	}
 	if o.Status.Finished() {

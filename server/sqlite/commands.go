@@ -41,7 +41,7 @@ func scanRequest(s scanner) (*tether.CommandRequest, error) {
 
 const orderColumns = `seq, id, request_id, agent_id, action_name, action_args, action_version,
 	status, result_code, result_message, result_data, user_name,
-	created_at, sent_at, received_at, finished_at, timeout_at, attempts`
+	created_at, sent_at, received_at, finished_at, timeout_at, attempts, agent_groups`
 
 // scanOrder reads an order and its seq, the insertion order.
 func scanOrder(s scanner) (*tether.Order, int64, error) {
@@ -52,12 +52,16 @@ func scanOrder(s scanner) (*tether.Order, int64, error) {
 		status                                   string
 		args, data                               []byte
 		created, sent, received, finished, tmout sql.NullInt64
+		groups                                   string
 	)
 	err := s.Scan(&seq, &o.ID, &o.RequestID, &agent, &o.Action.Name, &args, &o.Action.Version,
 		&status, &o.Result.Code, &o.Result.Message, &data, &o.User,
-		&created, &sent, &received, &finished, &tmout, &o.Attempts)
+		&created, &sent, &received, &finished, &tmout, &o.Attempts, &groups)
 	if err != nil {
 		return nil, 0, err
+	}
+	if o.AgentGroups, err = groupsVal(groups); err != nil {
+		return nil, 0, fmt.Errorf("order %s agent_groups: %w", o.ID, err)
 	}
 	o.AgentID = agent.String
 	o.Status = tether.OrderStatus(status)
@@ -87,21 +91,30 @@ func agentArg(id string) any {
 	return id
 }
 
-// insertOrderSQL inserts an order: ?1 to ?17 are its columns after seq, in
+// insertOrderSQL inserts an order: ?1 to ?18 are its columns after seq, in
 // the order of orderColumns.
 const insertOrderSQL = `INSERT INTO orders (
 		id, request_id, agent_id, action_name, action_args, action_version,
 		status, result_code, result_message, result_data, user_name,
-		created_at, sent_at, received_at, finished_at, timeout_at, attempts)`
+		created_at, sent_at, received_at, finished_at, timeout_at, attempts, agent_groups)`
 
-const insertOrderValues = `?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17`
+const insertOrderValues = `?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18`
 
 // insertOrderArgs returns the arguments of insertOrderSQL for o.
 func insertOrderArgs(o *tether.Order) []any {
 	return []any{o.ID, o.RequestID, agentArg(o.AgentID), o.Action.Name, blobArg(o.Action.Args), o.Action.Version,
 		string(o.Status), o.Result.Code, o.Result.Message, blobArg(o.Result.Data), o.User,
 		timeArg(o.CreatedAt), timeArg(o.SentAt), timeArg(o.ReceivedAt), timeArg(o.FinishedAt),
-		timeArg(o.TimeoutAt), o.Attempts}
+		timeArg(o.TimeoutAt), o.Attempts, groupsText(o.AgentGroups)}
+}
+
+// groupsText is groupsArg for a list that cannot fail to encode.
+func groupsText(groups []string) string {
+	s, err := groupsArg(groups)
+	if err != nil {
+		return "[]" // json.Marshal of a []string does not fail
+	}
+	return s
 }
 
 // insertRequest inserts the request; an id in use is ECONFLICT.
@@ -167,6 +180,16 @@ func (db *DB) CreateCommand(ctx context.Context, r *tether.CommandRequest, order
 		defer stmt.Close()
 		for _, o := range orders {
 			o.RequestID = r.ID
+			if o.AgentID != "" {
+				var groups string
+				err := tx.QueryRowContext(ctx, `SELECT group_list FROM agents WHERE id = ?`, o.AgentID).Scan(&groups)
+				if err != nil && !errors.Is(err, sql.ErrNoRows) {
+					return fmt.Errorf("select agent groups: %w", err)
+				}
+				if o.AgentGroups, err = groupsVal(cmp.Or(groups, "[]")); err != nil {
+					return err
+				}
+			}
 			res, err := stmt.ExecContext(ctx, insertOrderArgs(o)...)
 			if isUniqueViolation(err) {
 				return tether.Errorf(tether.ECONFLICT, "order %q already exists", o.ID)
@@ -228,12 +251,12 @@ func (db *DB) CreateGroupCommand(ctx context.Context, r *tether.CommandRequest, 
 		}
 		defer stmt.Close()
 		orders = make([]*tether.Order, len(members))
-		for i, agentID := range members {
+		for i, m := range members {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 			o := tmpl
-			o.ID, o.AgentID = uuid.NewString(), agentID
+			o.ID, o.AgentID, o.AgentGroups = uuid.NewString(), m.id, m.groups
 			if _, err := stmt.ExecContext(ctx, insertOrderArgs(&o)...); err != nil {
 				return fmt.Errorf("insert order: %w", err)
 			}
@@ -248,11 +271,34 @@ func (db *DB) CreateGroupCommand(ctx context.Context, r *tether.CommandRequest, 
 }
 
 // groupMembers returns the ids of the agents in the group, in order.
-func groupMembers(ctx context.Context, q queryer, group string) ([]string, error) {
-	return queryAll(ctx, q, func(s scanner) (id string, err error) {
-		err = s.Scan(&id)
-		return id, err
-	}, "select group members", `SELECT agent_id FROM agent_groups WHERE grp = ? ORDER BY agent_id`, group)
+func groupMembers(ctx context.Context, q queryer, group string) ([]member, error) {
+	return queryAll(ctx, q, func(s scanner) (m member, err error) {
+		var groups string
+		if err = s.Scan(&m.id, &groups); err != nil {
+			return m, err
+		}
+		m.groups, err = groupsVal(groups)
+		return m, err
+	}, "select group members", `SELECT g.agent_id, a.group_list FROM agent_groups g JOIN agents a ON a.id = g.agent_id
+		WHERE g.grp = ? ORDER BY g.agent_id`, group)
+}
+
+// member is an agent of a group and its groups.
+type member struct {
+	id     string
+	groups []string
+}
+
+// CommandRequest returns a request without its orders.
+func (db *DB) CommandRequest(ctx context.Context, id string) (*tether.CommandRequest, error) {
+	r, err := scanRequest(db.reader.QueryRowContext(ctx, `SELECT `+requestColumns+` FROM command_requests WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, tether.NotFound("command", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("select command: %w", err)
+	}
+	return r, nil
 }
 
 // Command returns the request and its orders, ordered by creation time and id.

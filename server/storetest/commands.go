@@ -36,6 +36,30 @@ func checkOrder(t *testing.T, got, want *tether.Order) {
 	checkTime(t, "order ReceivedAt", got.ReceivedAt, want.ReceivedAt)
 	checkTime(t, "order FinishedAt", got.FinishedAt, want.FinishedAt)
 	checkTime(t, "order TimeoutAt", got.TimeoutAt, want.TimeoutAt)
+	checkStrings(t, "order AgentGroups", got.AgentGroups, want.AgentGroups)
+}
+
+// testOrderAgentGroups keeps, on each order, the groups its agent was in
+// when the order was created.
+func testOrderAgentGroups(t *testing.T, s tether.Store) {
+	a := register(t, s, "a", "web", "eu")
+	_, direct := createCommand(t, s, t0, time.Hour, a)
+	checkStrings(t, "groups of an agent order", direct[0].AgentGroups, []string{"web", "eu"})
+	r := &tether.CommandRequest{ID: newID(), Target: tether.Target{Type: tether.TargetGroup, ID: "eu"},
+		Action: tether.Action{Name: "restart"}, CreatedAt: t0}
+	expanded, err := s.CreateGroupCommand(ctx(t), r, tether.Order{TimeoutAt: at(time.Hour)})
+	must(t, err)
+	if len(expanded) != 1 {
+		t.Fatalf("group command expanded to %d orders", len(expanded))
+	}
+	checkStrings(t, "groups of a group order", expanded[0].AgentGroups, []string{"web", "eu"})
+
+	must(t, s.SetAgentGroups(ctx(t), a.ID, []string{"db"}))
+	for _, o := range []*tether.Order{direct[0], expanded[0]} {
+		checkStrings(t, "groups kept after the agent moved", getOrder(t, s, o.ID).AgentGroups, []string{"web", "eu"})
+	}
+	_, later := createCommand(t, s, at(time.Minute), time.Hour, a)
+	checkStrings(t, "groups of a later order", getOrder(t, s, later[0].ID).AgentGroups, []string{"db"})
 }
 
 func getOrder(t *testing.T, s tether.Store, id string) *tether.Order {
@@ -58,6 +82,11 @@ func testCreateCommand(t *testing.T, s tether.Store) {
 	gotR, gotOrders, err := s.Command(ctx(t), r.ID)
 	must(t, err)
 	checkRequest(t, gotR, r)
+	onlyR, err := s.CommandRequest(ctx(t), r.ID)
+	must(t, err)
+	checkRequest(t, onlyR, r)
+	_, err = s.CommandRequest(ctx(t), newID())
+	wantCode(t, err, tether.ENOTFOUND)
 	want := sortOrders(orders...)
 	checkStrings(t, "order ids", ids(gotOrders), ids(want))
 	if len(gotOrders) == len(want) {

@@ -61,7 +61,7 @@ func testCreateGroupCommand(t *testing.T, s tether.Store) {
 		}
 		seen[o.ID] = true
 		want := tmpl
-		want.ID, want.AgentID = o.ID, members[i].ID
+		want.ID, want.AgentID, want.AgentGroups = o.ID, members[i].ID, members[i].Groups
 		checkOrder(t, o, &want)
 		checkOrder(t, getOrder(t, s, o.ID), &want)
 	}

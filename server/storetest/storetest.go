@@ -78,6 +78,7 @@ func Run(t *testing.T, open func(t *testing.T) tether.Store) {
 		{"CancelOrdersConcurrent", testCancelOrdersConcurrent},
 		{"FinishedAmong", testFinishedAmong},
 		{"CountOrders", testCountOrders},
+		{"OrderAgentGroups", testOrderAgentGroups},
 		{"ClaimServerOrdersConcurrent", testClaimServerOrdersConcurrent},
 		{"DeliverOrders", testDeliverOrders},
 		{"DeliverOrdersOrder", testDeliverOrdersOrder},
