@@ -270,8 +270,11 @@ func (u *Upgrader) fetch(ctx context.Context, a upgradeArgs, log *slog.Logger) (
 			break
 		}
 		if ctx.Err() != nil {
-			got, _ := f.Stat()
-			return "", fmt.Errorf("download %s: %v (the %d bytes received are kept: another upgrade order resumes from there)", a.SHA256, ctx.Err(), got.Size())
+			var got int64
+			if st, err := f.Stat(); err == nil {
+				got = st.Size()
+			}
+			return "", fmt.Errorf("download %s: %v (the %d bytes received are kept: another upgrade order resumes from there)", a.SHA256, ctx.Err(), got)
 		}
 		var ce *client.Error
 		switch {

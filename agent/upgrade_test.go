@@ -410,3 +410,28 @@ func TestUpgradeInterruptedBeforeInstallFailsAndAlreadyRunningSucceeds(t *testin
 		t.Fatalf("same version: %+v %v", out, err)
 	}
 }
+
+func TestUpgradeCheckReachesTheServerAndPrintsTheVersion(t *testing.T) {
+	e := newUpgradeEnv(t)
+	var out strings.Builder
+	if err := agent.UpgradeCheck(context.Background(), agent.RunOptions{DataDir: e.dir, Version: "2.0.0"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Version string `json:"version"`
+		AgentID string `json:"agent_id"`
+	}
+	if err := json.Unmarshal([]byte(out.String()), &got); err != nil || got.Version != "2.0.0" || got.AgentID == "" {
+		t.Fatalf("output %q: %v", out.String(), err)
+	}
+
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	closed := "https://" + ln.Addr().String()
+	ln.Close()
+	e.writeIdentity(t, closed)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := agent.UpgradeCheck(ctx, agent.RunOptions{DataDir: e.dir, Version: "2.0.0"}, &out); err == nil || !strings.HasPrefix(err.Error(), "reach the server: ") {
+		t.Fatalf("unreachable server: %v", err)
+	}
+}
