@@ -215,6 +215,10 @@ type GroupStore interface {
 	// ValidateGroups) and its membership index, and sets its UpdatedAt to
 	// the current time.
 	SetAgentGroups(ctx context.Context, agentID string, groups []string) error
+	// SetAgentVersion records the version of the software an agent runs,
+	// and sets its UpdatedAt to the current time. An unknown agent is
+	// ENOTFOUND.
+	SetAgentVersion(ctx context.Context, agentID, version string) error
 }
 
 // ConfigStore reads centralized configuration by group.

@@ -77,6 +77,7 @@ func Run(ctx context.Context, opts RunOptions) error {
 		AgentKey:  ident.AgentKey,
 		RootCAs:   roots,
 		UserAgent: "tether-agent/" + opts.Version,
+		Version:   opts.Version,
 	})
 	if err != nil {
 		return fmt.Errorf("comms client: %w", err)

@@ -37,6 +37,9 @@ type Config struct {
 	// UserAgent is sent as the User-Agent header, for example
 	// "tether-agent/1.2.0".
 	UserAgent string
+	// Version is the version of the agent software, sent when
+	// authenticating: the server records it on the agent ("" sends none).
+	Version string
 }
 
 const (
@@ -117,7 +120,7 @@ func (c *Client) Authenticate(ctx context.Context) (Session, error) {
 
 // authenticate calls the RPC; the caller holds authSem.
 func (c *Client) authenticate(ctx context.Context) (string, Session, error) {
-	msg := &commsv1.AuthenticateRequest{AgentId: c.cfg.AgentID, AgentKey: c.cfg.AgentKey}
+	msg := &commsv1.AuthenticateRequest{AgentId: c.cfg.AgentID, AgentKey: c.cfg.AgentKey, AgentVersion: c.cfg.Version}
 	issued := time.Now()
 	resp, err := do(ctx, c, "", callTimeout, msg, commsv1connect.AgentServiceClient.Authenticate)
 	if err != nil {

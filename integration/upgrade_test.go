@@ -267,6 +267,14 @@ func TestUpgrade(t *testing.T) {
 	if _, gone := agent.exited(0); gone {
 		t.Fatal("the agent process ended")
 	}
+	// The server's agent record shows the version that runs.
+	var shown struct {
+		Version string `json:"version"`
+	}
+	s.ctlJSON(t, &shown, "agents", "show", id)
+	if shown.Version != "2.0.0" {
+		t.Fatalf("agents show: version %q after the upgrade, want 2.0.0", shown.Version)
+	}
 }
 
 // upgrade runs tetherctl agents upgrade --wait -o json, expecting exit

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpcreflect"
@@ -200,6 +201,17 @@ func (s *Service) Authenticate(ctx context.Context, req *connect.Request[commsv1
 		return nil, s.fail(method, tether.Errorf(tether.EUNAUTHORIZED, "wrong agent key"))
 	case a.Disabled:
 		return nil, s.fail(method, tether.Errorf(tether.EFORBIDDEN, "agent %s is disabled on the server", id))
+	}
+	if v := req.Msg.GetAgentVersion(); v != "" && v != a.Version {
+		if len(v) > 64 || !utf8.ValidString(v) {
+			return nil, s.fail(method, tether.FieldError("agent_version", "at most 64 bytes of UTF-8"))
+		}
+		// An upgraded agent: its record shows the version it runs now.
+		if err := s.o.Store.SetAgentVersion(ctx, id, v); err != nil {
+			return nil, s.fail(method, err)
+		}
+		s.Forget(id)
+		s.o.Log.Info("agent version changed", "agent", id, "from", a.Version, "to", v)
 	}
 	now := s.o.Now()
 	token, exp, err := s.o.Keys.Issue(id, now)

@@ -183,6 +183,25 @@ func (db *DB) DeleteGroup(ctx context.Context, name string) error {
 
 // SetAgentGroups replaces the agent's group list and membership index, and
 // sets its UpdatedAt to the current time.
+// SetAgentVersion records the version an agent runs.
+func (db *DB) SetAgentVersion(ctx context.Context, agentID, version string) error {
+	now := db.now().UnixNano()
+	return db.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE agents SET version = ?, updated_at = ? WHERE id = ?`, version, now, agentID)
+		if err != nil {
+			return fmt.Errorf("update agent version: %w", err)
+		}
+		n, err := rowsAffected(res)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return tether.NotFound("agent", agentID)
+		}
+		return nil
+	})
+}
+
 func (db *DB) SetAgentGroups(ctx context.Context, agentID string, groups []string) error {
 	if err := tether.ValidateGroups("groups", groups); err != nil {
 		return err

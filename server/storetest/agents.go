@@ -425,3 +425,15 @@ func testAcceptBatch(t *testing.T, s tether.Store) {
 	_, err := s.AcceptBatch(ctx(t), newID(), 1)
 	wantCode(t, err, tether.ENOTFOUND)
 }
+
+// testSetAgentVersion records the version an agent runs.
+func testSetAgentVersion(t *testing.T, s tether.Store) {
+	a := register(t, s, "a")
+	must(t, s.SetAgentVersion(ctx(t), a.ID, "2.0.0"))
+	got, err := s.Agent(ctx(t), a.ID)
+	must(t, err)
+	if got.Version != "2.0.0" || got.Name != a.Name || !slices.Equal(got.Groups, a.Groups) {
+		t.Errorf("agent after SetAgentVersion = %+v", got)
+	}
+	wantCode(t, s.SetAgentVersion(ctx(t), newID(), "2.0.0"), tether.ENOTFOUND)
+}

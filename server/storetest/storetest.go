@@ -79,6 +79,7 @@ func Run(t *testing.T, open func(t *testing.T) tether.Store) {
 		{"FinishedAmong", testFinishedAmong},
 		{"CountOrders", testCountOrders},
 		{"OrderAgentGroups", testOrderAgentGroups},
+		{"SetAgentVersion", testSetAgentVersion},
 		{"ClaimServerOrdersConcurrent", testClaimServerOrdersConcurrent},
 		{"DeliverOrders", testDeliverOrders},
 		{"DeliverOrdersOrder", testDeliverOrdersOrder},

@@ -221,7 +221,11 @@ type AuthenticateRequest struct {
 	AgentId string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
 	// The agent key returned by enrollment (an opaque string of printable
 	// ASCII). The server keeps only a hash of it.
-	AgentKey      string `protobuf:"bytes,2,opt,name=agent_key,json=agentKey,proto3" json:"agent_key,omitempty"`
+	AgentKey string `protobuf:"bytes,2,opt,name=agent_key,json=agentKey,proto3" json:"agent_key,omitempty"`
+	// The version of the agent software now running (at most 64 bytes), or
+	// empty. The server records it on the agent when it changed, so that an
+	// upgrade shows in the agent list.
+	AgentVersion  string `protobuf:"bytes,3,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -266,6 +270,13 @@ func (x *AuthenticateRequest) GetAgentId() string {
 func (x *AuthenticateRequest) GetAgentKey() string {
 	if x != nil {
 		return x.AgentKey
+	}
+	return ""
+}
+
+func (x *AuthenticateRequest) GetAgentVersion() string {
+	if x != nil {
+		return x.AgentVersion
 	}
 	return ""
 }
@@ -1472,10 +1483,11 @@ var File_tether_comms_v1_agent_proto protoreflect.FileDescriptor
 
 const file_tether_comms_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x1btether/comms/v1/agent.proto\x12\x0ftether.comms.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"M\n" +
+	"\x1btether/comms/v1/agent.proto\x12\x0ftether.comms.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"r\n" +
 	"\x13AuthenticateRequest\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1b\n" +
-	"\tagent_key\x18\x02 \x01(\tR\bagentKey\"\x9e\x01\n" +
+	"\tagent_key\x18\x02 \x01(\tR\bagentKey\x12#\n" +
+	"\ragent_version\x18\x03 \x01(\tR\fagentVersion\"\x9e\x01\n" +
 	"\x14AuthenticateResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x129\n" +
 	"\n" +
