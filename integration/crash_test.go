@@ -53,27 +53,15 @@ func enrollCrashAgent(t *testing.T, s *server) crashAgent {
 	return crashAgent{id: ident.AgentID, dir: dir, log: filepath.Join(t.TempDir(), "ran.log")}
 }
 
-// startAgent runs the agent, with the crash point crashAt when not "".
+// start runs the agent, with the crash point crashAt when not "".
 func (a crashAgent) start(t *testing.T, crashAt string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(bin("tether-agent"), "run", "--data-dir", a.dir), done: make(chan struct{})}
-	p.cmd.Env = os.Environ()
+	cmd := exec.Command(bin("tether-agent"), "run", "--data-dir", a.dir)
+	cmd.Env = os.Environ()
 	if crashAt != "" {
-		p.cmd.Env = append(p.cmd.Env, "TETHER_AGENT_CRASH_AT="+crashAt)
+		cmd.Env = append(cmd.Env, "TETHER_AGENT_CRASH_AT="+crashAt)
 	}
-	p.cmd.Stdout, p.cmd.Stderr = p, p
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("output of the agent (crash point %q):\n%s", crashAt, p.Output())
-		}
-	})
-	return p
+	return startCmd(t, cmd)
 }
 
 // send creates an order recording n and returns its command id.

@@ -70,7 +70,15 @@ func (p *proc) Write(b []byte) (int, error) {
 // test if still running.
 func start(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(bin(name), args...), done: make(chan struct{})}
+	return startCmd(t, exec.Command(bin(name), args...))
+}
+
+// startCmd starts cmd in the background, capturing its output; it is
+// stopped (SIGTERM, then SIGKILL) at the end of the test if still running,
+// and its output is logged if the test failed.
+func startCmd(t *testing.T, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{cmd: cmd, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p, p
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -89,7 +97,7 @@ func start(t *testing.T, name string, args ...string) *proc {
 			}
 		}
 		if t.Failed() {
-			t.Logf("output of %s %s:\n%s", name, strings.Join(args, " "), p.Output())
+			t.Logf("output of %s:\n%s", strings.Join(cmd.Args, " "), p.Output())
 		}
 	})
 	return p

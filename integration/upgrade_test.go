@@ -37,29 +37,7 @@ func buildAgent(t *testing.T, dir, version string) string {
 // startExe runs the program at path in the background, like start.
 func startExe(t *testing.T, path string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(path, args...), done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p, p
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = p.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-p.done:
-			case <-time.After(10 * time.Second):
-				_ = p.cmd.Process.Kill()
-				<-p.done
-			}
-		}
-		if t.Failed() {
-			t.Logf("output of %s %s:\n%s", path, strings.Join(args, " "), p.Output())
-		}
-	})
-	return p
+	return startCmd(t, exec.Command(path, args...))
 }
 
 // gate is a TCP relay in front of the comms listener that refuses new
