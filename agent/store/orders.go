@@ -39,6 +39,19 @@ type indexEntry struct {
 	ReceivedAt time.Time `json:"received_at"`
 }
 
+// lookup reads the index entry of an order id; ok is false for an id never
+// received (or pruned).
+func lookup(idx *bolt.Bucket, id string) (e indexEntry, ok bool, err error) {
+	iv := idx.Get([]byte(id))
+	if iv == nil {
+		return e, false, nil
+	}
+	if err := json.Unmarshal(iv, &e); err != nil {
+		return e, false, fmt.Errorf("decode index of order %s: %w", id, err)
+	}
+	return e, true, nil
+}
+
 // ErrUnknownOrder is returned for a local sequence that is not stored.
 var ErrUnknownOrder = errors.New("no such order")
 
@@ -152,13 +165,12 @@ func (s *OrderStore) Cancel(ids []string, r client.Result) ([]StoredOrder, error
 		done = done[:0]
 		idx, ob, rb := tx.Bucket(bucketOrderIDs), tx.Bucket(bucketOrders), tx.Bucket(bucketResults)
 		for _, id := range ids {
-			iv := idx.Get([]byte(id))
-			if iv == nil {
-				continue
-			}
-			var e indexEntry
-			if err := json.Unmarshal(iv, &e); err != nil {
+			e, ok, err := lookup(idx, id)
+			if err != nil {
 				return err
+			}
+			if !ok {
+				continue
 			}
 			v := ob.Get(be64(e.Seq))
 			if v == nil {
@@ -299,15 +311,11 @@ func (s *OrderStore) Ack(orderIDs []string) error {
 		removed = 0
 		idx, rb := tx.Bucket(bucketOrderIDs), tx.Bucket(bucketResults)
 		for _, id := range orderIDs {
-			iv := idx.Get([]byte(id))
-			if iv == nil {
-				continue
-			}
-			var e indexEntry
-			if err := json.Unmarshal(iv, &e); err != nil {
+			e, ok, err := lookup(idx, id)
+			if err != nil {
 				return err
 			}
-			if rb.Get(be64(e.Seq)) == nil {
+			if !ok || rb.Get(be64(e.Seq)) == nil {
 				continue
 			}
 			if err := rb.Delete(be64(e.Seq)); err != nil {
