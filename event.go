@@ -3,6 +3,7 @@ package tether
 import (
 	"context"
 	"encoding/json"
+	"strconv"
 	"time"
 )
 
@@ -48,9 +49,28 @@ type Batch struct {
 	Events     []Event
 }
 
+// ID identifies the batch across retries: "<agent id>/<sequence>". An agent
+// sends a batch again with the same sequence after a failure, so a sink that
+// can de-duplicate on its own (a NATS JetStream message id, a Kafka record
+// key) uses ID to store a retried batch once. It is "" for batches that no
+// agent sent (Sequence 0 or no AgentID, such as archived orders): those are
+// never de-duplicated.
+func (b *Batch) ID() string {
+	if b.AgentID == "" || b.Sequence == 0 {
+		return ""
+	}
+	return b.AgentID + "/" + strconv.FormatUint(b.Sequence, 10)
+}
+
 // Sink receives accepted event batches. Write returns only when the batch is
 // durably held by the sink (or failed); the batch is acknowledged to the agent
 // only after every sink returned nil.
+//
+// Write may be called concurrently, and may be called again with a batch of
+// the same ID (a retry after a failure, on this node or another), possibly
+// with a later ReceivedAt: a sink that cannot recognise it stores it again.
+// The caller does not change b nor its events once it passed them to
+// Write, so a sink may keep them, read-only, after Write returned.
 type Sink interface {
 	Write(ctx context.Context, b *Batch) error
 	Close() error

@@ -159,3 +159,19 @@ func TestErrorCodeAndMessage(t *testing.T) {
 		t.Fatal("nil error has a code")
 	}
 }
+
+func TestBatchID(t *testing.T) {
+	for _, tt := range []struct {
+		b    tether.Batch
+		want string
+	}{
+		{tether.Batch{AgentID: "3f2c0000-0000-4000-8000-000000000001", Sequence: 42}, "3f2c0000-0000-4000-8000-000000000001/42"},
+		{tether.Batch{AgentID: "a", Sequence: 18446744073709551615}, "a/18446744073709551615"},
+		{tether.Batch{AgentID: "a"}, ""},
+		{tether.Batch{Sequence: 3, AgentName: "tether-server"}, ""},
+	} {
+		if got := tt.b.ID(); got != tt.want {
+			t.Errorf("ID of %+v = %q, want %q", tt.b, got, tt.want)
+		}
+	}
+}
