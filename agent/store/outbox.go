@@ -1,7 +1,9 @@
 package store
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync/atomic"
 
@@ -55,11 +57,34 @@ func (o *Outbox) load() error {
 func (o *Outbox) Len() int { return int(o.n.Load()) }
 
 // Append adds records at the end of the outbox, in one transaction.
-func (o *Outbox) Append(recs ...Record) error {
-	if len(recs) == 0 {
+func (o *Outbox) Append(recs ...Record) error { return o.AppendWith(recs, nil) }
+
+// AppendWith adds records at the end of the outbox and, in the same
+// transaction, sets the module keys in meta (a nil value deletes the key):
+// either all of it is on disk afterwards or none of it. A module that reads
+// a source keeps its position there (for example a file offset), so that a
+// crash neither loses nor repeats what it read. Read the keys back with
+// Meta. Records may be empty.
+func (o *Outbox) AppendWith(recs []Record, meta map[string][]byte) error {
+	if len(recs) == 0 && len(meta) == 0 {
 		return nil
 	}
 	err := o.db.Update(func(tx *bolt.Tx) error {
+		mb := tx.Bucket(bucketModuleMeta)
+		for k, v := range meta {
+			if k == "" {
+				return errors.New("empty meta key")
+			}
+			var err error
+			if v == nil {
+				err = mb.Delete([]byte(k))
+			} else {
+				err = mb.Put([]byte(k), v)
+			}
+			if err != nil {
+				return err
+			}
+		}
 		b := tx.Bucket(bucketOutbox)
 		for _, r := range recs {
 			v, err := json.Marshal(r)
@@ -81,6 +106,37 @@ func (o *Outbox) Append(recs ...Record) error {
 	}
 	o.n.Add(int64(len(recs)))
 	return nil
+}
+
+// Meta returns the value of a key set with AppendWith, or nil.
+func (o *Outbox) Meta(key string) ([]byte, error) {
+	var v []byte
+	err := o.db.View(func(tx *bolt.Tx) error {
+		v = bytes.Clone(tx.Bucket(bucketModuleMeta).Get([]byte(key)))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read outbox meta %q: %w", key, err)
+	}
+	return v, nil
+}
+
+// MetaPrefix returns the keys set with AppendWith that start with prefix,
+// and their values.
+func (o *Outbox) MetaPrefix(prefix string) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	err := o.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketModuleMeta).Cursor()
+		p := []byte(prefix)
+		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+			out[string(k)] = bytes.Clone(v)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read outbox meta %q*: %w", prefix, err)
+	}
+	return out, nil
 }
 
 // Next returns the batch to send, or nil when the outbox is empty. When a

@@ -23,6 +23,8 @@ var (
 	bucketOrders   = []byte("orders")    // be64 local order sequence → StoredOrder (JSON)
 	bucketOrderIDs = []byte("order_ids") // order id → indexEntry (JSON)
 	bucketResults  = []byte("results")   // be64 local order sequence → client.Result (JSON)
+	// bucketModuleMeta holds the keys modules set with Outbox.AppendWith.
+	bucketModuleMeta = []byte("module_meta")
 
 	keyBatchSeq     = []byte("batch_seq")     // last batch sequence number allocated
 	keyPendingBatch = []byte("pending_batch") // the batch being sent (JSON)
@@ -50,7 +52,7 @@ func Open(path string) (*DB, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketOutbox, bucketMeta, bucketOrders, bucketOrderIDs, bucketResults} {
+		for _, b := range [][]byte{bucketOutbox, bucketMeta, bucketOrders, bucketOrderIDs, bucketResults, bucketModuleMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

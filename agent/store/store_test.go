@@ -225,3 +225,30 @@ func TestCancelSkipsOnlyQueuedOrders(t *testing.T) {
 		t.Fatalf("MarkRunning of a cancelled order: %v, want ErrUnknownOrder", err)
 	}
 }
+
+func TestOutboxAppendWithMeta(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "agent.db")
+	db := open(t, path)
+	if err := db.Outbox.AppendWith([]store.Record{rec(1, false), rec(2, false)}, map[string][]byte{"logcollector/a": []byte("120"), "logcollector/b": []byte("7")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Outbox.AppendWith(nil, map[string][]byte{"logcollector/b": nil, "other": []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	db = open(t, path)
+	defer db.Close()
+	if v, err := db.Outbox.Meta("logcollector/a"); err != nil || string(v) != "120" {
+		t.Fatalf("Meta(a) = %q, %v", v, err)
+	}
+	if v, _ := db.Outbox.Meta("logcollector/b"); v != nil {
+		t.Fatalf("deleted key = %q", v)
+	}
+	m, err := db.Outbox.MetaPrefix("logcollector/")
+	if err != nil || len(m) != 1 || string(m["logcollector/a"]) != "120" {
+		t.Fatalf("MetaPrefix = %q, %v", m, err)
+	}
+	if db.Outbox.Len() != 2 {
+		t.Fatalf("Len = %d", db.Outbox.Len())
+	}
+}
