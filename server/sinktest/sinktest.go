@@ -21,6 +21,11 @@
 // A sink that stores batches in another shape (one message per batch,
 // protobuf…) converts them to records in its Reader. The suite closes every
 // sink it opens; Readers may be called before and after Close.
+//
+// RunStorage adds the tests of what outlives one sink: a storage reopened
+// by a new sink (a restarted server) keeps what was written and takes more,
+// and retention, for sinks that bound what they keep, deletes whole
+// batches, oldest first, never the newest.
 package sinktest
 
 import (

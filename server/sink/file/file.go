@@ -4,14 +4,26 @@
 // Files are named events-<UTC yyyymmddThhmmssZ>-<seq>.ndjson, where seq
 // counts up across the directory's files, so sorting names sorts files in
 // the order they were written. A file ends at a batch boundary once it
-// reaches Options.MaxFileBytes; a batch is never split between files. The
+// reaches Options.MaxFileBytes, or at the first write or check after it was
+// opened Options.MaxFileAge ago; a batch is never split between files. The
 // line format is that of package server/sink/ndjson.
 //
 // Each Write appends its whole batch with one write and fsyncs before
 // returning. A write that fails (a full disk) is cut back off the file, so a
 // file never holds part of a batch; the sink never appends to a file it did
 // not create, so a restart after a crash starts a new file instead of
-// continuing one that may end in a partial line.
+// continuing one that may end in a partial line (Open cuts such a line off:
+// it belongs to a batch that was never acknowledged).
+//
+// In the background, closed files are compressed with zstd into
+// <name>.ndjson.zst (a standard zstd frame: zstdcat reads it), and
+// retention deletes the oldest closed files (Options.MaxAge,
+// Options.MaxTotalBytes). Compression writes <name>.ndjson.zst.tmp, syncs
+// it, renames it into place and only then removes the plain file, so a
+// crash at any point leaves the plain file or the complete compressed one,
+// never only a part: Open removes a leftover .tmp (the plain file is still
+// there and is compressed again) and a plain file whose compressed copy is
+// complete.
 package file
 
 import (
@@ -19,10 +31,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -30,8 +42,14 @@ import (
 	"github.com/tetherhq/tether/server/sink/ndjson"
 )
 
-// DefaultMaxFileBytes is the size at which a file is rotated by default.
-const DefaultMaxFileBytes = 64 << 20
+// Defaults of Options.
+const (
+	// DefaultMaxFileBytes is the size at which a file is rotated by default.
+	DefaultMaxFileBytes = 64 << 20
+	// DefaultMaxFileAge is the age at which a file holding events is
+	// rotated by default.
+	DefaultMaxFileAge = time.Hour
+)
 
 // ErrClosed is returned by Write after Close.
 var ErrClosed = errors.New("file sink: closed")
@@ -41,11 +59,33 @@ type Options struct {
 	// MaxFileBytes is the size after which the next batch goes into a new
 	// file (default DefaultMaxFileBytes).
 	MaxFileBytes int64
+	// MaxFileAge is how long a file that holds events stays open: the
+	// next write after it, or the background check (at most a minute
+	// later), closes it (default DefaultMaxFileAge). An empty file is kept
+	// open however old.
+	MaxFileAge time.Duration
+	// Uncompressed keeps closed files as plain NDJSON; by default they are
+	// compressed with zstd in the background.
+	Uncompressed bool
+	// MaxAge deletes closed files whose last write is older than this (0:
+	// no age limit).
+	MaxAge time.Duration
+	// MaxTotalBytes deletes the oldest closed files while the directory's
+	// event files take more than this many bytes on disk (0: no limit).
+	// The open file is never deleted, so the directory may hold up to one
+	// file of MaxFileBytes more than the limit.
+	MaxTotalBytes int64
+	// Log receives the errors of background work (compression, retention),
+	// which is retried at the next check (default slog.Default()).
+	Log *slog.Logger
 
-	// now is the clock of file names (tests).
+	// now is the clock of file names, ages and retention (tests).
 	now func() time.Time
 	// create opens a new file (tests inject failures).
 	create func(name string) (handle, error)
+	// tick is how often the background work checks ages and retention
+	// (tests).
+	tick time.Duration
 }
 
 // handle is the part of *os.File the sink uses.
@@ -64,19 +104,37 @@ type Sink struct {
 	opts Options
 
 	mu     sync.Mutex
-	f      handle // nil before the first file and after a failed rollback
-	size   int64  // bytes of f that hold whole batches
-	seq    uint64 // seq of the last file created
+	f      handle    // nil before the first file and after a failed rollback
+	size   int64     // bytes of f that hold whole batches
+	opened time.Time // when f was created
+	seq    uint64    // seq of the last file created
 	closed bool
+	// damaged holds the files given up after a failed write that could
+	// not be cut back, by name, with the size of their whole batches: the
+	// background work cuts them back before anything else.
+	damaged map[string]int64
+
+	wake    chan struct{}   // a file was closed: tidy up (buffer of one)
+	tidyReq chan chan error // run one pass of background work now (tests)
+	stop    context.CancelFunc
+	done    chan struct{} // closed when the background work ended
 }
 
 var _ tether.Sink = (*Sink)(nil)
 
-// Open creates dir (mode 0700) if needed and returns a sink that writes
-// into a new file in it.
+// Open creates dir (mode 0700) if needed, repairs what a crash may have
+// left in it (see the package comment), and returns a sink that writes
+// into a new file in it. Files closed before, by this sink or an earlier
+// one, are compressed and expired in the background.
 func Open(dir string, opts Options) (*Sink, error) {
 	if opts.MaxFileBytes <= 0 {
 		opts.MaxFileBytes = DefaultMaxFileBytes
+	}
+	if opts.MaxFileAge <= 0 {
+		opts.MaxFileAge = DefaultMaxFileAge
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
 	}
 	if opts.now == nil {
 		opts.now = time.Now
@@ -86,72 +144,32 @@ func Open(dir string, opts Options) (*Sink, error) {
 			return os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		}
 	}
+	if opts.tick <= 0 {
+		opts.tick = min(max(opts.MaxFileAge/4, time.Second), time.Minute)
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("file sink: %w", err)
 	}
-	seq, err := lastSeq(dir)
+	seq, err := recoverDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("file sink: %w", err)
 	}
-	s := &Sink{dir: dir, opts: opts, seq: seq}
+	s := &Sink{dir: dir, opts: opts, seq: seq, damaged: map[string]int64{},
+		wake: make(chan struct{}, 1), tidyReq: make(chan chan error), done: make(chan struct{})}
 	if err := s.rotate(); err != nil {
 		if s.f != nil {
 			s.f.Close() // created, but its directory entry was not synced
 		}
 		return nil, err
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	go s.run(ctx)
 	return s, nil
 }
 
 // Dir returns the sink's directory.
 func (s *Sink) Dir() string { return s.dir }
-
-const (
-	prefix     = "events-"
-	suffix     = ".ndjson"
-	timeLayout = "20060102T150405Z"
-)
-
-// lastSeq returns the highest seq of the event files in dir.
-func lastSeq(dir string) (uint64, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return 0, err
-	}
-	var last uint64
-	for _, e := range entries {
-		if seq, ok := parseName(e.Name()); ok && seq > last {
-			last = seq
-		}
-	}
-	return last, nil
-}
-
-// parseName returns the seq of a file named by the sink.
-func parseName(name string) (uint64, bool) {
-	rest, ok := strings.CutPrefix(name, prefix)
-	if !ok {
-		return 0, false
-	}
-	rest, ok = strings.CutSuffix(rest, suffix)
-	if !ok {
-		return 0, false
-	}
-	stamp, seqStr, ok := strings.Cut(rest, "-")
-	if !ok {
-		return 0, false
-	}
-	if _, err := time.Parse(timeLayout, stamp); err != nil {
-		return 0, false
-	}
-	seq, err := strconv.ParseUint(seqStr, 10, 64)
-	return seq, err == nil
-}
-
-// Name returns the name of the file with a given time and seq.
-func Name(t time.Time, seq uint64) string {
-	return fmt.Sprintf("%s%s-%06d%s", prefix, t.UTC().Format(timeLayout), seq, suffix)
-}
 
 // rotate closes the current file, if any, and creates the next one.
 // Callers hold s.mu (or own s).
@@ -159,13 +177,18 @@ func (s *Sink) rotate() error {
 	if s.f != nil {
 		err := s.f.Close()
 		s.f = nil
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
 		if err != nil {
 			return fmt.Errorf("file sink: close: %w", err)
 		}
 	}
 	for range 100 {
 		s.seq++
-		name := filepath.Join(s.dir, Name(s.opts.now(), s.seq))
+		now := s.opts.now()
+		name := filepath.Join(s.dir, Name(now, s.seq))
 		f, err := s.opts.create(name)
 		if errors.Is(err, os.ErrExist) {
 			continue // another process wrote here; take the next seq
@@ -173,7 +196,7 @@ func (s *Sink) rotate() error {
 		if err != nil {
 			return fmt.Errorf("file sink: %w", err)
 		}
-		s.f, s.size = f, 0
+		s.f, s.size, s.opened = f, 0, now
 		if err := syncDir(s.dir); err != nil {
 			return fmt.Errorf("file sink: %w", err)
 		}
@@ -182,7 +205,8 @@ func (s *Sink) rotate() error {
 	return fmt.Errorf("file sink: no free file name in %s", s.dir)
 }
 
-// syncDir makes the creation of a file in dir durable.
+// syncDir makes the creation, renaming or removal of files in dir
+// durable.
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
@@ -196,8 +220,8 @@ func syncDir(dir string) error {
 }
 
 // Write appends b's events to the current file, rotating first if the file
-// reached its size limit, and returns once they are synced to disk. A
-// failed write leaves no trace in the file.
+// reached its size or age limit, and returns once they are synced to disk.
+// A failed write leaves no trace in the file.
 func (s *Sink) Write(ctx context.Context, b *tether.Batch) error {
 	data, err := ndjson.AppendBatch(nil, b)
 	if err != nil {
@@ -214,7 +238,7 @@ func (s *Sink) Write(ctx context.Context, b *tether.Batch) error {
 	if len(data) == 0 {
 		return nil
 	}
-	if s.f == nil || (s.size > 0 && s.size+int64(len(data)) > s.opts.MaxFileBytes) {
+	if s.f == nil || (s.size > 0 && (s.size+int64(len(data)) > s.opts.MaxFileBytes || s.old())) {
 		if err := s.rotate(); err != nil {
 			return err
 		}
@@ -232,6 +256,37 @@ func (s *Sink) Write(ctx context.Context, b *tether.Batch) error {
 	return nil
 }
 
+// old reports whether the current file reached its age limit. Callers
+// hold s.mu.
+func (s *Sink) old() bool {
+	return s.opts.now().Sub(s.opened) >= s.opts.MaxFileAge
+}
+
+// rotateIfOld closes the current file if it holds events and reached its
+// age limit, so that it is compressed and expired even when no more
+// events come.
+func (s *Sink) rotateIfOld() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.f == nil || s.size == 0 || !s.old() {
+		return
+	}
+	if err := s.rotate(); err != nil {
+		// The next Write tries again.
+		s.opts.Log.Warn("event files: rotate", "dir", s.dir, "err", err)
+	}
+}
+
+// current returns the name of the open file ("" when there is none).
+func (s *Sink) current() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f == nil {
+		return ""
+	}
+	return filepath.Base(s.f.Name())
+}
+
 // rollback cuts a failed write off the current file. When that fails too,
 // the file is given up (it may end in a partial line) and the next write
 // goes into a new one.
@@ -241,24 +296,67 @@ func (s *Sink) rollback() {
 			return
 		}
 	}
+	s.damaged[filepath.Base(s.f.Name())] = s.size
 	s.f.Close()
 	s.f = nil
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
 }
 
-// Close closes the current file. Later Writes return ErrClosed; closing
-// again returns nil.
+// repair cuts a file given up after a failed write back to its whole
+// batches. It reports false when the file is not (yet) repaired.
+func (s *Sink) repair(base string) (bool, error) {
+	s.mu.Lock()
+	size, ok := s.damaged[base]
+	s.mu.Unlock()
+	if !ok {
+		return true, nil
+	}
+	path := filepath.Join(s.dir, base)
+	err := os.Truncate(path, size)
+	if err == nil {
+		var f *os.File
+		if f, err = os.OpenFile(path, os.O_WRONLY, 0); err == nil {
+			err = f.Sync()
+			f.Close()
+		}
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	s.mu.Lock()
+	delete(s.damaged, base)
+	s.mu.Unlock()
+	return true, nil
+}
+
+// Close closes the current file (removing it when it holds no events) and
+// stops the background work: a compression under way is abandoned, and
+// done at the next Open. Later Writes return ErrClosed; closing again
+// returns nil.
 func (s *Sink) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil
 	}
 	s.closed = true
-	if s.f == nil {
-		return nil
+	var err error
+	if s.f != nil {
+		name := s.f.Name()
+		err = s.f.Close()
+		s.f = nil
+		if err == nil && s.size == 0 {
+			if err = os.Remove(name); err == nil {
+				err = syncDir(s.dir)
+			}
+		}
 	}
-	err := s.f.Close()
-	s.f = nil
+	s.mu.Unlock()
+	s.stop()
+	<-s.done
 	if err != nil {
 		return fmt.Errorf("file sink: close: %w", err)
 	}

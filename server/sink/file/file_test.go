@@ -3,15 +3,21 @@ package file_test
 import (
 	"context"
 	"errors"
+	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/tetherhq/tether"
 	"github.com/tetherhq/tether/server/sink/file"
@@ -19,27 +25,58 @@ import (
 	"github.com/tetherhq/tether/server/sinktest"
 )
 
-// readDir decodes every event file of dir, in name order.
+// readDir decodes every event file of dir in the order they were written,
+// reading the compressed copy of a file when there is one and skipping
+// compressions under way. A file that the background work compresses or
+// deletes while readDir reads makes it start again.
 func readDir(t *testing.T, dir string) []map[string]any {
 	t.Helper()
-	var all []map[string]any
-	for _, name := range eventFiles(t, dir) {
-		f, err := os.Open(filepath.Join(dir, name))
-		if err != nil {
+	for attempt := 0; ; attempt++ {
+		recs, err := tryReadDir(t, dir)
+		if err == nil {
+			return recs
+		}
+		if !errors.Is(err, fs.ErrNotExist) || attempt == 100 {
 			t.Fatal(err)
 		}
-		recs, err := ndjson.Decode(f)
+	}
+}
+
+func tryReadDir(t *testing.T, dir string) ([]map[string]any, error) {
+	t.Helper()
+	var all []map[string]any
+	for _, name := range segmentFiles(t, dir) {
+		f, err := os.Open(filepath.Join(dir, name))
+		if err != nil {
+			return nil, err
+		}
+		recs, err := decodeFile(f)
 		f.Close()
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
 		all = append(all, recs...)
 	}
-	return all
+	return all, nil
 }
 
-var nameRE = regexp.MustCompile(`^events-\d{8}T\d{6}Z-\d{6,}\.ndjson$`)
+// decodeFile decodes a plain or zstd-compressed event file.
+func decodeFile(f *os.File) ([]map[string]any, error) {
+	if !strings.HasSuffix(f.Name(), ".zst") {
+		return ndjson.Decode(f)
+	}
+	dec, err := zstd.NewReader(f, zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		return nil, err
+	}
+	defer dec.Close()
+	return ndjson.Decode(dec)
+}
 
+var nameRE = regexp.MustCompile(`^events-\d{8}T\d{6}Z-(\d{6,})\.ndjson(\.zst(\.tmp)?)?$`)
+
+// eventFiles returns the names of the files in dir, sorted; anything not
+// named like an event file fails the test.
 func eventFiles(t *testing.T, dir string) []string {
 	t.Helper()
 	entries, err := os.ReadDir(dir)
@@ -57,26 +94,116 @@ func eventFiles(t *testing.T, dir string) []string {
 	return names
 }
 
-func TestConformance(t *testing.T) {
-	sinktest.Run(t, func(t *testing.T) (tether.Sink, sinktest.Reader) {
-		dir := t.TempDir()
-		s, err := file.Open(dir, file.Options{})
-		if err != nil {
-			t.Fatal(err)
+// segmentFiles returns the file to read of each segment of dir, by seq:
+// its compressed copy when there is one, else its plain file.
+func segmentFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	bySeq := map[uint64]string{}
+	for _, name := range eventFiles(t, dir) {
+		if strings.HasSuffix(name, ".tmp") {
+			continue
 		}
-		return s, func(t *testing.T) []map[string]any { return readDir(t, dir) }
-	})
+		seq, _ := strconv.ParseUint(nameRE.FindStringSubmatch(name)[1], 10, 64)
+		if prev, ok := bySeq[seq]; !ok || strings.HasSuffix(name, ".zst") {
+			if ok && strings.TrimSuffix(name, ".zst") != prev {
+				t.Fatalf("two files with seq %d: %s, %s", seq, prev, name)
+			}
+			bySeq[seq] = name
+		}
+	}
+	seqs := make([]uint64, 0, len(bySeq))
+	for seq := range bySeq {
+		seqs = append(seqs, seq)
+	}
+	slices.Sort(seqs)
+	names := make([]string, len(seqs))
+	for i, seq := range seqs {
+		names[i] = bySeq[seq]
+	}
+	return names
 }
 
-func TestConformanceRotating(t *testing.T) {
-	sinktest.Run(t, func(t *testing.T) (tether.Sink, sinktest.Reader) {
-		dir := t.TempDir()
-		s, err := file.Open(dir, file.Options{MaxFileBytes: 2048})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s, func(t *testing.T) []map[string]any { return readDir(t, dir) }
-	})
+func TestMain(m *testing.M) {
+	// Retention logs each deletion at level info: keep the tests' output
+	// for warnings.
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	os.Exit(m.Run())
+}
+
+func TestConformance(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		opts func() file.Options
+	}{
+		{"Default", func() file.Options { return file.Options{} }},
+		{"RotatingBySize", func() file.Options { return file.Options{MaxFileBytes: 2048} }},
+		{"RotatingBySizeUncompressed", func() file.Options { return file.Options{MaxFileBytes: 2048, Uncompressed: true} }},
+		{"RotatingByAge", func() file.Options {
+			// Every call of the clock moves it by a second: files are
+			// closed every few writes.
+			var ticks atomic.Int64
+			start := time.Now()
+			clock := func() time.Time { return start.Add(time.Duration(ticks.Add(1)) * time.Second) }
+			return file.WithClock(file.Options{MaxFileAge: 3 * time.Second}, clock, 0)
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sinktest.Run(t, func(t *testing.T) (tether.Sink, sinktest.Reader) {
+				dir := t.TempDir()
+				s, err := file.Open(dir, tt.opts())
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s, func(t *testing.T) []map[string]any { return readDir(t, dir) }
+			})
+		})
+	}
+}
+
+func TestConformanceStorage(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		opts file.Options
+	}{
+		// 200 batches make about 60 files, of about 300 bytes once
+		// compressed.
+		{"MaxTotalBytes", file.Options{MaxFileBytes: 8 << 10, MaxTotalBytes: 12 << 10}},
+		{"MaxTotalBytesUncompressed", file.Options{MaxFileBytes: 8 << 10, MaxTotalBytes: 12 << 10, Uncompressed: true}},
+		// The open file is not closed by age in this test: it holds
+		// the newest batches, which retention keeps.
+		{"MaxAge", file.Options{MaxFileBytes: 16 << 10, MaxAge: time.Hour, MaxFileAge: 24 * time.Hour}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sinktest.RunStorage(t, func(t *testing.T) sinktest.Storage {
+				dir := t.TempDir()
+				var late atomic.Bool // the clock is two hours ahead
+				clock := func() time.Time {
+					if late.Load() {
+						return time.Now().Add(2 * time.Hour)
+					}
+					return time.Now()
+				}
+				return sinktest.Storage{
+					Open: func(t *testing.T) tether.Sink {
+						s, err := file.Open(dir, file.WithClock(tt.opts, clock, 0))
+						if err != nil {
+							t.Fatal(err)
+						}
+						return s
+					},
+					Read: func(t *testing.T) []map[string]any { return readDir(t, dir) },
+					Expire: func(t *testing.T, s tether.Sink) {
+						if tt.opts.MaxAge > 0 {
+							late.Store(true)
+						}
+						if err := file.Tidy(s.(*file.Sink)); err != nil {
+							t.Fatalf("tidy: %v", err)
+						}
+					},
+				}
+			})
+		})
+	}
 }
 
 func TestOpenCreatesPrivateDir(t *testing.T) {
@@ -106,7 +233,7 @@ func TestOpenCreatesPrivateDir(t *testing.T) {
 func TestRotation(t *testing.T) {
 	dir := t.TempDir()
 	const limit = 4096
-	s, err := file.Open(dir, file.Options{MaxFileBytes: limit})
+	s, err := file.Open(dir, file.Options{MaxFileBytes: limit, Uncompressed: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +277,8 @@ func TestRotation(t *testing.T) {
 
 func TestReopenStartsNewFile(t *testing.T) {
 	dir := t.TempDir()
-	s, err := file.Open(dir, file.Options{})
+	opts := file.Options{Uncompressed: true}
+	s, err := file.Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +292,7 @@ func TestReopenStartsNewFile(t *testing.T) {
 	f.WriteString(`{"agent_id":"a","eve`)
 	f.Close()
 
-	s, err = file.Open(dir, file.Options{})
+	s, err = file.Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,9 +304,28 @@ func TestReopenStartsNewFile(t *testing.T) {
 	if len(names) != 2 || names[0] != first[0] {
 		t.Fatalf("files = %v, want %s and a new one", names, first[0])
 	}
-	recs, err := ndjson.Decode(mustOpen(t, filepath.Join(dir, names[1])))
-	if err != nil || len(recs) != 1 {
-		t.Fatalf("new file: %d records, %v", len(recs), err)
+	// The partial line, of a batch never acknowledged, was cut off.
+	if recs := readGood(t, filepath.Join(dir, names[0])); len(recs) != 2 {
+		t.Errorf("old file: %d records, want 2", len(recs))
+	}
+	if recs := readGood(t, filepath.Join(dir, names[1])); len(recs) != 1 {
+		t.Fatalf("new file: %d records, want 1", len(recs))
+	}
+}
+
+func TestCloseRemovesEmptyFile(t *testing.T) {
+	dir := t.TempDir()
+	for range 3 {
+		s, err := file.Open(dir, file.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if names := eventFiles(t, dir); len(names) != 0 {
+		t.Errorf("files = %v, want none: no event was written", names)
 	}
 }
 
@@ -189,7 +336,8 @@ func TestNamesFollowClockAndSeq(t *testing.T) {
 		return os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	})
 	// A file from another run with a high seq: the next ones follow it.
-	os.WriteFile(filepath.Join(dir, "events-20250101T000000Z-000041.ndjson"), nil, 0o600)
+	os.WriteFile(filepath.Join(dir, "events-20250101T000000Z-000041.ndjson"), []byte("{}\n"), 0o600)
+	opts.Uncompressed = true
 	s, err := file.Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -232,7 +380,7 @@ func TestFailedWriteIsRolledBack(t *testing.T) {
 			dir := t.TempDir()
 			var failWrite, failTruncate atomic.Bool
 			failTruncate.Store(truncateFails)
-			opts := file.WithHooks(file.Options{}, time.Now, func(name string) (file.Handle, error) {
+			opts := file.WithHooks(file.Options{Uncompressed: true}, time.Now, func(name string) (file.Handle, error) {
 				f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 				if err != nil {
 					return nil, err
@@ -267,6 +415,19 @@ func TestFailedWriteIsRolledBack(t *testing.T) {
 				recs := readGood(t, filepath.Join(dir, names[1]))
 				if len(recs) != 1 || recs[0]["event_id"] != "a-3-0" {
 					t.Errorf("new file holds %v", recs)
+				}
+				// The background work cuts the damaged file back to
+				// its whole batches once it can.
+				failTruncate.Store(false)
+				if err := file.Tidy(s); err != nil {
+					t.Fatal(err)
+				}
+				var ids []string
+				for _, r := range readGood(t, filepath.Join(dir, names[0])) {
+					ids = append(ids, r["event_id"].(string))
+				}
+				if got := strings.Join(ids, " "); got != "a-1-0 a-1-1" {
+					t.Errorf("damaged file holds %s, want only the batch before the failure", got)
 				}
 				return
 			}
