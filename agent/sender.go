@@ -20,7 +20,7 @@ func (rt *agentRun) sendLoop(ctx context.Context) error {
 	var bo backoff
 	for {
 		cfg := rt.config()
-		b, err := rt.db.Outbox.Next(cfg.BatchMaxEvents)
+		b, err := rt.db.Outbox.Next(cfg.BatchMaxEvents, 1<<20)
 		if err != nil {
 			d := bo.next(err)
 			rt.log.Error("read outbox", "err", err, "retry_in", d)

@@ -18,13 +18,20 @@ import (
 )
 
 var (
-	bucketOutbox   = []byte("outbox")    // be64 event sequence → Record (JSON)
+	bucketOutbox   = []byte("outbox")    // be64 event sequence → Record (record.go)
 	bucketMeta     = []byte("meta")      // counters and the pending batch
 	bucketOrders   = []byte("orders")    // be64 local order sequence → StoredOrder (JSON)
 	bucketOrderIDs = []byte("order_ids") // order id → indexEntry (JSON)
 	bucketResults  = []byte("results")   // be64 local order sequence → client.Result (JSON)
 	// bucketModuleMeta holds the keys modules set with Outbox.AppendWith.
 	bucketModuleMeta = []byte("module_meta")
+	// bucketStateKeys maps module NUL key → be64 event sequence of the
+	// latest state change of that document in the outbox.
+	bucketStateKeys = []byte("outbox_state_keys")
+	// bucketSuperseded lists (be64 event sequence → nothing) the state
+	// changes in the outbox that a later change of the same document
+	// replaces: those deleted first when the outbox is full.
+	bucketSuperseded = []byte("outbox_superseded")
 
 	keyBatchSeq     = []byte("batch_seq")     // last batch sequence number allocated
 	keyPendingBatch = []byte("pending_batch") // the batch being sent (JSON)
@@ -52,7 +59,7 @@ func Open(path string) (*DB, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketOutbox, bucketMeta, bucketOrders, bucketOrderIDs, bucketResults, bucketModuleMeta} {
+		for _, b := range [][]byte{bucketOutbox, bucketMeta, bucketOrders, bucketOrderIDs, bucketResults, bucketModuleMeta, bucketStateKeys, bucketSuperseded} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -63,20 +70,24 @@ func Open(path string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("init %s: %w", path, err)
 	}
-	d := &DB{bolt: db, Outbox: &Outbox{db: db}, Orders: &OrderStore{db: db}}
+	d := &DB{bolt: db, Outbox: newOutbox(db), Orders: &OrderStore{db: db}}
 	if err := d.Outbox.load(); err != nil {
 		db.Close()
 		return nil, err
 	}
 	if err := d.Orders.load(); err != nil {
+		d.Outbox.close()
 		db.Close()
 		return nil, err
 	}
 	return d, nil
 }
 
-// Close closes the store.
-func (d *DB) Close() error { return d.bolt.Close() }
+// Close commits the appends under way and closes the store.
+func (d *DB) Close() error {
+	d.Outbox.close()
+	return d.bolt.Close()
+}
 
 func be64(n uint64) []byte {
 	b := make([]byte, 8)

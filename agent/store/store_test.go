@@ -120,7 +120,7 @@ func TestOutboxBatchesAndSequenceReuse(t *testing.T) {
 	if err := db.Outbox.Append(rec(1, false), rec(2, false), rec(3, false), rec(4, true), rec(5, false)); err != nil {
 		t.Fatal(err)
 	}
-	b, err := db.Outbox.Next(2)
+	b, err := db.Outbox.Next(2, 1<<20)
 	if err != nil || b.Seq != 1 || b.Stateful || len(b.Records) != 2 || b.Records[0].Event.ID != "1" {
 		t.Fatalf("batch = %+v, %v", b, err)
 	}
@@ -134,31 +134,31 @@ func TestOutboxBatchesAndSequenceReuse(t *testing.T) {
 	if db.Outbox.Len() != 6 {
 		t.Fatalf("Len = %d", db.Outbox.Len())
 	}
-	b, err = db.Outbox.Next(100)
+	b, err = db.Outbox.Next(100, 1<<20)
 	if err != nil || b.Seq != 1 || len(b.Records) != 2 || b.Records[1].Event.ID != "2" {
 		t.Fatalf("batch after reopen = %+v, %v (want the same batch 1)", b, err)
 	}
 	if err := db.Outbox.Ack(b); err != nil {
 		t.Fatal(err)
 	}
-	b, _ = db.Outbox.Next(100)
+	b, _ = db.Outbox.Next(100, 1<<20)
 	if b.Seq != 2 || b.Stateful || len(b.Records) != 1 || b.Records[0].Event.ID != "3" {
 		t.Fatalf("batch 2 = %+v", b)
 	}
 	if err := db.Outbox.Drop(b); err != nil {
 		t.Fatal(err)
 	}
-	b, _ = db.Outbox.Next(100)
+	b, _ = db.Outbox.Next(100, 1<<20)
 	if b.Seq != 3 || !b.Stateful || len(b.Records) != 1 || b.Records[0].Key != "k" {
 		t.Fatalf("batch 3 = %+v", b)
 	}
 	db.Outbox.Ack(b)
-	b, _ = db.Outbox.Next(100)
+	b, _ = db.Outbox.Next(100, 1<<20)
 	if b.Seq != 4 || len(b.Records) != 2 {
 		t.Fatalf("batch 4 = %+v", b)
 	}
 	db.Outbox.Ack(b)
-	if b, _ := db.Outbox.Next(100); b != nil || db.Outbox.Len() != 0 {
+	if b, _ := db.Outbox.Next(100, 1<<20); b != nil || db.Outbox.Len() != 0 {
 		t.Fatalf("outbox not empty: %+v len=%d", b, db.Outbox.Len())
 	}
 	if db.Outbox.DeadLetters() != 1 || db.Outbox.LastSeq() != 4 {
