@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Code classifies an Error. Each transport maps codes to its own status
@@ -37,6 +38,11 @@ type Error struct {
 	Message string
 	// Field names the request field at fault, for EINVALID and ETOOLARGE.
 	Field string
+	// RetryAfter, for EEXHAUSTED and EUNAVAILABLE, is how long the caller
+	// should wait before it tries again (zero: no advice). Each transport
+	// carries it in its own way (server/comms: a Retry-After header or
+	// trailer and a google.rpc.RetryInfo error detail).
+	RetryAfter time.Duration
 	// Err is the underlying cause, for logs only.
 	Err error
 }

@@ -76,6 +76,20 @@ type Sink interface {
 	Close() error
 }
 
+// A HeldSink is a Sink that can tell which events of a batch it already
+// holds. Before the server writes a batch again whose earlier delivery may
+// have reached the sink before a crash or a failure (a pending batch, see
+// BatchStore), it asks, and writes only the events the sink lacks, so that
+// each event is stored once. A sink that is not a HeldSink is given the
+// whole batch again.
+type HeldSink interface {
+	Sink
+	// Held returns the ids of the events of the agent's batch seq that the
+	// sink durably holds. Nothing of that batch was written to the sink
+	// before since, which bounds how far back it needs to look.
+	Held(ctx context.Context, agentID string, seq uint64, since time.Time) (map[string]bool, error)
+}
+
 // StateEntry is the latest document of one (agent, module, key).
 type StateEntry struct {
 	AgentID string

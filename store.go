@@ -18,6 +18,7 @@ type Store interface {
 	GroupStore
 	CommandStore
 	StateStore
+	BatchStore
 	KeyStore
 	// Ping checks that the store can serve (for /readyz).
 	Ping(ctx context.Context) error
@@ -60,10 +61,6 @@ type AgentStore interface {
 	// TouchAgents records last-seen times in one write; unknown ids are
 	// ignored and a time older than the stored one does not replace it.
 	TouchAgents(ctx context.Context, seen map[string]time.Time) error
-	// AcceptBatch records that the agent's batch seq was accepted. It
-	// returns false, with no change, when seq is not above the last one
-	// accepted (a retried batch).
-	AcceptBatch(ctx context.Context, agentID string, seq uint64) (bool, error)
 }
 
 // CommandStore holds command requests and their orders.
@@ -162,6 +159,47 @@ type StateStore interface {
 	// State lists the agent's documents, of one module when module is set,
 	// ordered by module and key.
 	State(ctx context.Context, agentID, module string) ([]*StateEntry, error)
+}
+
+// BatchStatus is what BeginBatch found about a batch sequence.
+type BatchStatus int
+
+// Batch statuses.
+const (
+	// BatchNew: the sequence is above the last one accepted. It is now
+	// recorded as accepted and pending, with its state changes applied;
+	// write the batch to the sinks, then call FinishBatch.
+	BatchNew BatchStatus = iota + 1
+	// BatchPending: the sequence was accepted at an earlier call (the
+	// pending time) but FinishBatch was not called for it: a server
+	// crashed or a sink failed while it was being delivered. The sinks may
+	// hold part or all of it: write to each sink what it lacks, then call
+	// FinishBatch.
+	BatchPending
+	// BatchDone: the sequence is not above the last one accepted and is
+	// not pending: the batch was delivered (or the agent skipped the
+	// sequence). Acknowledge it and write nothing.
+	BatchDone
+)
+
+// BatchStore records the event batches each agent pushed, so that a batch
+// reaches the sinks exactly once whatever fails: the sequence is recorded
+// (BeginBatch) before the sinks are written, and marked delivered
+// (FinishBatch) after every sink accepted the batch. A crash between the
+// two leaves the batch pending, and the agent's retry completes it.
+type BatchStore interface {
+	// BeginBatch records the agent's batch seq, in one transaction with
+	// the batch's stateful events (applied as by ApplyState: each only
+	// when its key was last changed by a sequence not above seq), when seq
+	// is above the agent's last accepted sequence (Agent.LastBatchSeq):
+	// it returns BatchNew, and the batch is pending from at. Otherwise it
+	// changes nothing and returns BatchPending with the time the batch
+	// became pending, or BatchDone. An unknown agent is ENOTFOUND.
+	BeginBatch(ctx context.Context, agentID string, seq uint64, state []Event, at time.Time) (BatchStatus, time.Time, error)
+	// FinishBatch records that every sink holds the agent's batch seq: it
+	// is no longer pending. Finishing a batch that is not pending is not
+	// an error.
+	FinishBatch(ctx context.Context, agentID string, seq uint64) error
 }
 
 // SigningKey is an Ed25519 key that signs agent JWTs.

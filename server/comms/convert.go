@@ -29,6 +29,9 @@ const (
 	maxResultMessage   = 4 << 10
 	maxResultDataBytes = 1 << 20
 	maxReceivedIDs     = 1_000
+	// maxSequence is the largest batch sequence: stores keep it as a
+	// signed 64-bit integer.
+	maxSequence = 1<<63 - 1
 )
 
 var moduleRE = regexp.MustCompile(`^[a-z0-9_.-]{1,64}$`)

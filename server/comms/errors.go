@@ -4,8 +4,12 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tetherhq/tether"
 )
@@ -87,5 +91,23 @@ func toConnect(log *slog.Logger, method string, err error) error {
 	if code == tether.EINTERNAL {
 		log.Error("comms call failed", "method", method, "err", err)
 	}
-	return connect.NewError(ConnectCode(code), errors.New(tether.ErrorMessage(err)))
+	ce = connect.NewError(ConnectCode(code), errors.New(tether.ErrorMessage(err)))
+	var te *tether.Error
+	if errors.As(err, &te) && te.RetryAfter > 0 {
+		setRetryAfter(ce, te.RetryAfter)
+	}
+	return ce
+}
+
+// setRetryAfter attaches a retry delay to an error, in the two forms
+// documented in docs/protocol.md: the Retry-After metadata in whole
+// seconds, rounded up (an HTTP header with the Connect protocol, a trailer
+// with gRPC and gRPC-Web), and a google.rpc.RetryInfo error detail with
+// the exact delay.
+func setRetryAfter(ce *connect.Error, d time.Duration) {
+	secs := (d + time.Second - 1) / time.Second
+	ce.Meta().Set("Retry-After", strconv.FormatInt(int64(secs), 10))
+	if detail, err := connect.NewErrorDetail(&errdetails.RetryInfo{RetryDelay: durationpb.New(d)}); err == nil {
+		ce.AddDetail(detail)
+	}
 }

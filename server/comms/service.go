@@ -16,6 +16,7 @@ import (
 	"github.com/tetherhq/tether/gen/tether/comms/v1/commsv1connect"
 	"github.com/tetherhq/tether/server/authn"
 	"github.com/tetherhq/tether/server/files"
+	"github.com/tetherhq/tether/server/ingest"
 	"github.com/tetherhq/tether/server/metrics"
 	"github.com/tetherhq/tether/server/presence"
 )
@@ -49,6 +50,9 @@ type Options struct {
 	MaxPollWait time.Duration
 	// MaxBodyBytes caps a request body, before and after decompression.
 	MaxBodyBytes int64
+	// Limits are the agents' event rates and the node's in-flight budget
+	// of event pushes (ingest.DefaultLimits() when zero).
+	Limits ingest.Limits
 	// Closing, when closed, makes waiting polls return at once (shutdown).
 	Closing <-chan struct{}
 	// Now returns the current time (time.Now when nil).
@@ -57,9 +61,11 @@ type Options struct {
 
 // Service implements commsv1connect.AgentServiceHandler.
 type Service struct {
-	o       Options
-	deliver *deliverer
-	configs configVersions
+	o        Options
+	deliver  *deliverer
+	configs  configVersions
+	limiter  *ingest.Limiter
+	ingester *ingest.Ingester
 
 	mu     sync.Mutex
 	agents map[string]cachedAgent
@@ -92,7 +98,14 @@ func New(o Options) *Service {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Service{o: o, agents: map[string]cachedAgent{}, deliver: &deliverer{store: o.Store, now: o.Now}}
+	if o.Limits == (ingest.Limits{}) {
+		o.Limits = ingest.DefaultLimits()
+	}
+	return &Service{
+		o: o, agents: map[string]cachedAgent{}, deliver: &deliverer{store: o.Store, now: o.Now},
+		limiter:  ingest.NewLimiter(o.Limits, nil, o.Metrics),
+		ingester: ingest.New(ingest.Options{Store: o.Store, Sinks: o.Sinks, Metrics: o.Metrics, Log: o.Log, Now: o.Now}),
+	}
 }
 
 // Handler returns the HTTP handler of the comms API: the AgentService

@@ -24,6 +24,7 @@ type Metrics struct {
 	eventsIn        *prometheus.CounterVec
 	eventBytesIn    *prometheus.CounterVec
 	rejected        *prometheus.CounterVec
+	ingest          ingestMetrics
 }
 
 // latencyBuckets span 1 ms to about 2 minutes.
@@ -60,6 +61,7 @@ func New() *Metrics {
 	}, []string{"api", "method", "code"})
 	m.reg.MustRegister(m.ordersCreated, m.ordersFinished, m.deliveryLatency, m.finishLatency,
 		m.sweeperExpired, m.eventsIn, m.eventBytesIn, m.rejected)
+	m.ingest.register(m.reg)
 	return m
 }
 

@@ -207,32 +207,6 @@ func (db *DB) TouchAgents(ctx context.Context, seen map[string]time.Time) error 
 	return nil
 }
 
-// AcceptBatch records the agent's batch seq, unless it is not above the last
-// one accepted.
-func (db *DB) AcceptBatch(ctx context.Context, agentID string, seq uint64) (bool, error) {
-	if seq > math.MaxInt64 {
-		return false, tether.FieldError("seq", "over %d", int64(math.MaxInt64))
-	}
-	accepted := false
-	err := db.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx,
-			`UPDATE agents SET last_batch_seq = ?1 WHERE id = ?2 AND last_batch_seq < ?1`, int64(seq), agentID)
-		if err != nil {
-			return fmt.Errorf("accept batch: %w", err)
-		}
-		n, err := rowsAffected(res)
-		if err != nil {
-			return err
-		}
-		if n > 0 {
-			accepted = true
-			return nil
-		}
-		return agentExists(ctx, tx, agentID)
-	})
-	return accepted, err
-}
-
 // agentExists returns ENOTFOUND unless the agent exists.
 func agentExists(ctx context.Context, q queryer, id string) error {
 	var one int

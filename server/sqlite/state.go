@@ -20,6 +20,19 @@ func (db *DB) ApplyState(ctx context.Context, agentID string, seq uint64, events
 	if seq > math.MaxInt64 {
 		return tether.FieldError("seq", "over %d", int64(math.MaxInt64))
 	}
+	if err := checkOps(events); err != nil {
+		return err
+	}
+	return db.write(ctx, func(tx *sql.Tx) error {
+		if err := agentExists(ctx, tx, agentID); err != nil {
+			return err
+		}
+		return applyState(ctx, tx, agentID, seq, events, at)
+	})
+}
+
+// checkOps refuses events with an unknown state operation.
+func checkOps(events []tether.Event) error {
 	for _, e := range events {
 		switch e.Op {
 		case "", tether.StateUpsert, tether.StateDelete:
@@ -27,38 +40,46 @@ func (db *DB) ApplyState(ctx context.Context, agentID string, seq uint64, events
 			return tether.FieldError("op", "unknown state operation %q", e.Op)
 		}
 	}
-	return db.write(ctx, func(tx *sql.Tx) error {
-		if err := agentExists(ctx, tx, agentID); err != nil {
-			return err
-		}
-		// A tombstone has a NULL doc; an upsert of an empty payload stores
-		// an empty, non-NULL one.
-		upsert, err := tx.PrepareContext(ctx, `INSERT INTO state (agent_id, module, key, doc, sequence, updated_at)
-			VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-			ON CONFLICT (agent_id, module, key) DO UPDATE SET
-				doc = excluded.doc, sequence = excluded.sequence, updated_at = excluded.updated_at
-			WHERE state.sequence <= excluded.sequence`)
-		if err != nil {
-			return fmt.Errorf("prepare upsert state: %w", err)
-		}
-		defer upsert.Close()
-		for _, e := range events {
-			var doc any
-			switch e.Op {
-			case "":
-				continue
-			case tether.StateUpsert:
-				doc = []byte{} // not nil: the driver binds a nil slice as NULL
-				if len(e.Payload) > 0 {
-					doc = e.Payload
-				}
-			}
-			if _, err := upsert.ExecContext(ctx, agentID, e.Module, e.Key, doc, int64(seq), timeArg(at)); err != nil {
-				return fmt.Errorf("%s state: %w", e.Op, err)
-			}
-		}
+	return nil
+}
+
+// applyState applies the stateful events of the agent's batch seq in tx,
+// as ApplyState describes. The agent exists and the ops were checked.
+func applyState(ctx context.Context, tx *sql.Tx, agentID string, seq uint64, events []tether.Event, at time.Time) error {
+	stateful := false
+	for _, e := range events {
+		stateful = stateful || e.Op != ""
+	}
+	if !stateful {
 		return nil
-	})
+	}
+	// A tombstone has a NULL doc; an upsert of an empty payload stores
+	// an empty, non-NULL one.
+	upsert, err := tx.PrepareContext(ctx, `INSERT INTO state (agent_id, module, key, doc, sequence, updated_at)
+		VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+		ON CONFLICT (agent_id, module, key) DO UPDATE SET
+			doc = excluded.doc, sequence = excluded.sequence, updated_at = excluded.updated_at
+		WHERE state.sequence <= excluded.sequence`)
+	if err != nil {
+		return fmt.Errorf("prepare upsert state: %w", err)
+	}
+	defer upsert.Close()
+	for _, e := range events {
+		var doc any
+		switch e.Op {
+		case "":
+			continue
+		case tether.StateUpsert:
+			doc = []byte{} // not nil: the driver binds a nil slice as NULL
+			if len(e.Payload) > 0 {
+				doc = e.Payload
+			}
+		}
+		if _, err := upsert.ExecContext(ctx, agentID, e.Module, e.Key, doc, int64(seq), timeArg(at)); err != nil {
+			return fmt.Errorf("%s state: %w", e.Op, err)
+		}
+	}
+	return nil
 }
 
 // State lists the agent's documents, of one module when module is set,

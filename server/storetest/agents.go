@@ -67,10 +67,8 @@ func testRegisterAgentAgain(t *testing.T, s tether.Store) {
 	a.EnrolledAt, a.UpdatedAt, a.EnrolledBy = t0, t0, tok.ID
 	must(t, s.RegisterAgent(ctx(t), a, tok.ID, t0))
 	must(t, s.TouchAgents(ctx(t), map[string]time.Time{a.ID: at(time.Minute)}))
-	ok, err := s.AcceptBatch(ctx(t), a.ID, 7)
-	must(t, err)
-	if !ok {
-		t.Fatal("AcceptBatch(7) = false")
+	if st, _, err := s.BeginBatch(ctx(t), a.ID, 7, nil, t0); err != nil || st != tether.BatchNew {
+		t.Fatalf("BeginBatch(7) = %v, %v, want new", st, err)
 	}
 
 	// Re-enrollment: same id, new key, name, groups and facts.
@@ -395,35 +393,6 @@ func testTouchAgents(t *testing.T, s tether.Store) {
 	} {
 		checkTime(t, "LastSeen", getAgent(t, s, id).LastSeen, want)
 	}
-}
-
-func testAcceptBatch(t *testing.T, s tether.Store) {
-	a := register(t, s, "a")
-	steps := []struct {
-		seq  uint64
-		want bool
-		last uint64
-	}{
-		{1, true, 1},
-		{1, false, 1},
-		{0, false, 1},
-		{2, true, 2},
-		{10, true, 10},
-		{9, false, 10},
-		{1 << 40, true, 1 << 40},
-	}
-	for _, st := range steps {
-		ok, err := s.AcceptBatch(ctx(t), a.ID, st.seq)
-		must(t, err)
-		if ok != st.want {
-			t.Errorf("AcceptBatch(%d) = %v, want %v", st.seq, ok, st.want)
-		}
-		if got := getAgent(t, s, a.ID).LastBatchSeq; got != st.last {
-			t.Errorf("after AcceptBatch(%d): LastBatchSeq = %d, want %d", st.seq, got, st.last)
-		}
-	}
-	_, err := s.AcceptBatch(ctx(t), newID(), 1)
-	wantCode(t, err, tether.ENOTFOUND)
 }
 
 // testSetAgentVersion records the version an agent runs.

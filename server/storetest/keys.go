@@ -97,9 +97,12 @@ func testConcurrentWrites(t *testing.T, s tether.Store) {
 				now := at(time.Duration(i) * time.Second)
 				steps := []func() error{
 					func() error { return s.TouchAgents(ctx(t), map[string]time.Time{a.ID: now}) },
-					func() error { _, err := s.AcceptBatch(ctx(t), a.ID, uint64(i+1)); return err },
 					func() error {
-						return s.ApplyState(ctx(t), a.ID, uint64(i+1), []tether.Event{upsert("m", "k", fmt.Sprintf(`{"i": %d}`, i))}, now)
+						state := []tether.Event{upsert("m", "k", fmt.Sprintf(`{"i": %d}`, i))}
+						if _, _, err := s.BeginBatch(ctx(t), a.ID, uint64(i+1), state, now); err != nil {
+							return err
+						}
+						return s.FinishBatch(ctx(t), a.ID, uint64(i+1))
 					},
 					func() error {
 						r, orders := newCommand(now, time.Hour, a)
