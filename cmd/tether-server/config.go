@@ -74,7 +74,17 @@ type TLSConfig struct {
 
 // EventsConfig configures the NDJSON file sink under DATA/events.
 type EventsConfig struct {
-	MaxFileBytes int64 `yaml:"max_file_bytes"`
+	// MaxFileBytes and MaxFileAge close the open file at this size, or
+	// this long after it was opened (once it holds events).
+	MaxFileBytes int64    `yaml:"max_file_bytes"`
+	MaxFileAge   Duration `yaml:"max_file_age"`
+	// Compress compresses closed files with zstd (NAME.ndjson.zst).
+	Compress bool `yaml:"compress"`
+	// Retention deletes closed files whose last event is older than this
+	// (0: no age limit); MaxTotalBytes deletes the oldest closed files
+	// while the event files take more (0: no limit).
+	Retention     Duration `yaml:"retention"`
+	MaxTotalBytes int64    `yaml:"max_total_bytes"`
 }
 
 // FilesConfig configures the file store under DATA/files.
@@ -110,7 +120,8 @@ func defaultConfig() Config {
 		MaxBodyBytes:  8 << 20,
 		TokenTTL:      Duration(15 * time.Minute),
 		SweepInterval: Duration(time.Second),
-		Events:        EventsConfig{MaxFileBytes: 64 << 20},
+		Events: EventsConfig{MaxFileBytes: 64 << 20, MaxFileAge: Duration(time.Hour), Compress: true,
+			Retention: Duration(30 * 24 * time.Hour), MaxTotalBytes: 10 << 30},
 		Files:         FilesConfig{MaxBytes: files.DefaultMaxBytes},
 		LogLevel:      "info",
 		LogFormat:     "text",
@@ -202,6 +213,14 @@ func (c *Config) validate() error {
 		return errors.New("order_retention: at least 1m")
 	case c.RetentionInterval <= 0:
 		return errors.New("retention_interval: must be a positive duration")
+	case c.Events.MaxFileBytes < 1:
+		return errors.New("events.max_file_bytes: at least 1")
+	case c.Events.MaxFileAge < Duration(time.Second):
+		return errors.New("events.max_file_age: at least 1s")
+	case c.Events.Retention < 0 || (c.Events.Retention > 0 && c.Events.Retention < Duration(time.Minute)):
+		return errors.New("events.retention: 0 (no age limit) or at least 1m")
+	case c.Events.MaxTotalBytes < 0 || (c.Events.MaxTotalBytes > 0 && c.Events.MaxTotalBytes < c.Events.MaxFileBytes):
+		return fmt.Errorf("events.max_total_bytes: 0 (no limit) or at least events.max_file_bytes (%d)", c.Events.MaxFileBytes)
 	case c.Files.MaxBytes < 1:
 		return errors.New("files.max_bytes: at least 1")
 	case (c.TLS.CertFile == "") != (c.TLS.KeyFile == ""):

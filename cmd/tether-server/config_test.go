@@ -15,6 +15,8 @@ func TestConfigFile(t *testing.T) {
 		{"empty", "", ""},
 		{"full", "comms_addr: 127.0.0.1:1\npoll_wait: 10s\ntls:\n  cert_file: a\n  key_file: b\n  ca_file: c\nevents:\n  max_file_bytes: 100\nfiles:\n  max_bytes: 2147483648\n", ""},
 		{"unknown files key", "files:\n  max_size: 1\n", `unknown key "files.max_size"`},
+		{"events", "events:\n  max_file_bytes: 1048576\n  max_file_age: 10m\n  compress: false\n  retention: 168h\n  max_total_bytes: 1073741824\n", ""},
+		{"unknown events key", "events:\n  max_age: 1h\n", `unknown key "events.max_age"`},
 		{"unknown key", "poll_wiat: 5s\n", `unknown key "poll_wiat"`},
 		{"unknown nested key", "tls:\n  cert: x\n", `unknown key "tls.cert"`},
 		{"bad duration", "poll_wait: five\n", `"five" is not a duration`},
@@ -50,6 +52,11 @@ func TestConfigValidate(t *testing.T) {
 		{"log level", func(c *Config) { c.LogLevel = "loud" }, "log_level"},
 		{"log format", func(c *Config) { c.LogFormat = "xml" }, "log_format"},
 		{"files max", func(c *Config) { c.Files.MaxBytes = 0 }, "files.max_bytes"},
+		{"event file size", func(c *Config) { c.Events.MaxFileBytes = 0 }, "events.max_file_bytes"},
+		{"event file age", func(c *Config) { c.Events.MaxFileAge = Duration(time.Millisecond) }, "events.max_file_age"},
+		{"event retention", func(c *Config) { c.Events.Retention = Duration(time.Second) }, "events.retention"},
+		{"no event retention", func(c *Config) { c.Events.Retention, c.Events.MaxTotalBytes = 0, 0 }, ""},
+		{"event total", func(c *Config) { c.Events.MaxTotalBytes = 1 << 20 }, "events.max_total_bytes"},
 	}
 	for _, c := range cases {
 		cfg := defaultConfig()

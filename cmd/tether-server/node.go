@@ -20,6 +20,7 @@ import (
 	"github.com/tetherhq/tether/server/command"
 	"github.com/tetherhq/tether/server/comms"
 	"github.com/tetherhq/tether/server/files"
+	"github.com/tetherhq/tether/server/live"
 	"github.com/tetherhq/tether/server/metrics"
 	"github.com/tetherhq/tether/server/mgmt"
 	"github.com/tetherhq/tether/server/notify"
@@ -51,6 +52,7 @@ type Node struct {
 	store   *sqlite.DB
 	keys    *authn.Keyring
 	sink    *file.Sink
+	live    *live.Hub // accepted batches, for people following them
 	servers []*http.Server
 	closing chan struct{}
 	ready   atomic.Bool
@@ -98,9 +100,15 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 	if err != nil {
 		return nil, err
 	}
-	if n.sink, err = file.Open(filepath.Join(cfg.DataDir, "events"), file.Options{MaxFileBytes: cfg.Events.MaxFileBytes}); err != nil {
+	if n.sink, err = file.Open(filepath.Join(cfg.DataDir, "events"), file.Options{
+		MaxFileBytes: cfg.Events.MaxFileBytes, MaxFileAge: time.Duration(cfg.Events.MaxFileAge),
+		Uncompressed: !cfg.Events.Compress, MaxAge: time.Duration(cfg.Events.Retention),
+		MaxTotalBytes: cfg.Events.MaxTotalBytes, Log: log.With("component", "event-files"),
+	}); err != nil {
 		return nil, fmt.Errorf("open event files: %w", err)
 	}
+	// Last among the sinks: it sees the batches the durable sinks took.
+	n.live = live.New(live.Options{})
 
 	commsLn, err := net.Listen("tcp", cfg.CommsAddr)
 	if err != nil {
@@ -121,7 +129,7 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 	mx.Gauge("tether_polls_waiting", "Long-polls held open by this node.", func() float64 { return float64(hub.Waiting()) })
 	mx.OrdersByStatus(n.store.CountOrders)
 	svc := comms.New(comms.Options{
-		Store: n.store, Sinks: []tether.Sink{n.sink}, Notifier: hub, Keys: keys, Presence: seen,
+		Store: n.store, Sinks: []tether.Sink{n.sink, n.live}, Notifier: hub, Keys: keys, Presence: seen,
 		Log: log.With("api", "comms"), PollWait: time.Duration(cfg.PollWait), MaxPollWait: time.Duration(cfg.MaxPollWait),
 		MaxBodyBytes: cfg.MaxBodyBytes, Closing: n.closing, Metrics: mx, Files: fileStore,
 	})
@@ -206,6 +214,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 
 func (n *Node) closeResources() error {
 	var errs []error
+	if n.live != nil {
+		errs = append(errs, n.live.Close())
+	}
 	if n.sink != nil {
 		errs = append(errs, n.sink.Close())
 	}
