@@ -111,25 +111,36 @@ func New(o Options) *Service {
 // Handler returns the HTTP handler of the comms API: the AgentService
 // (gRPC, gRPC-Web and Connect), gRPC server reflection, and the files
 // agents download (GET /api/v1/files/{sha256}). Request bodies
-// larger than MaxBodyBytes are refused without being read whole.
+// larger than MaxBodyBytes are refused without being read whole, and
+// compressed ones (zstd or gzip) once their decompression passes
+// MaxBodyBytes.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
-	path, h := commsv1connect.NewAgentServiceHandler(s,
-		connect.WithReadMaxBytes(int(s.o.MaxBodyBytes)),
+	// The body limit comes first (bodyLimit, then the decompressors), so
+	// connect-go's own read limit, which answers RESOURCE_EXHAUSTED (an
+	// error agents retry), is never reached.
+	limit := s.o.MaxBodyBytes + 64<<10 // room for envelope framing
+	opts := append(compressionOptions(s.o.MaxBodyBytes, s.o.Metrics),
+		connect.WithReadMaxBytes(int(limit)),
 		connect.WithSendMaxBytes(int(s.o.MaxBodyBytes)),
 	)
+	path, h := commsv1connect.NewAgentServiceHandler(s, opts...)
 	mux.Handle(path, h)
 	reflector := grpcreflect.NewStaticReflector(commsv1connect.AgentServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 	mux.HandleFunc("GET "+FilePath+"{sha256}", s.serveFile)
-	limit := s.o.MaxBodyBytes + 64<<10 // room for envelope framing
+	errw := connect.NewErrorWriter()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > limit {
-			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
+			s.o.Metrics.Rejected("comms", "body", connect.CodeInvalidArgument.String())
+			_ = errw.Write(w, r, tooLarge("request body", limit))
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		r.Body = &bodyLimit{ReadCloser: r.Body, capped: capped{max: limit, err: func() error {
+			s.o.Metrics.Rejected("comms", "body", connect.CodeInvalidArgument.String())
+			return tooLarge("request body", limit)
+		}}}
 		mux.ServeHTTP(w, r)
 	})
 }
