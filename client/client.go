@@ -40,6 +40,10 @@ type Config struct {
 	// Version is the version of the agent software, sent when
 	// authenticating: the server records it on the agent ("" sends none).
 	Version string
+	// Compression of requests of 1 KiB or more: CompressionZstd (the
+	// default), CompressionGzip or CompressionNone. A server that refuses
+	// zstd (UNIMPLEMENTED) is sent gzip for an hour, then zstd again.
+	Compression string
 }
 
 const (
@@ -56,7 +60,8 @@ type Client struct {
 	cfg  Config
 	hc   *http.Client // also used by Download
 	urls []string
-	svcs []commsv1connect.AgentServiceClient
+	svcs [sendKinds][]commsv1connect.AgentServiceClient // by compression, by URL
+	comp sendCompression
 	cur  atomic.Int64 // index of the URL in use
 
 	authSem chan struct{} // one Authenticate at a time
@@ -89,15 +94,31 @@ func New(cfg Config) (*Client, error) {
 		}}
 	}
 	c := &Client{cfg: cfg, hc: hc, authSem: make(chan struct{}, 1)}
+	if err := c.SetCompression(cfg.Compression); err != nil {
+		return nil, err
+	}
 	for _, raw := range cfg.URLs {
 		u, err := url.Parse(strings.TrimRight(raw, "/"))
 		if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
 			return nil, fmt.Errorf("comms URL %q: want https://HOST:PORT", raw)
 		}
 		c.urls = append(c.urls, u.String())
-		c.svcs = append(c.svcs, commsv1connect.NewAgentServiceClient(hc, u.String()))
+		for kind := range sendKinds {
+			c.svcs[kind] = append(c.svcs[kind], commsv1connect.NewAgentServiceClient(hc, u.String(), compressionOptions(kind)...))
+		}
 	}
 	return c, nil
+}
+
+// SetCompression changes the compression of the next requests (see
+// Config.Compression).
+func (c *Client) SetCompression(name string) error {
+	kind, err := compressionKind(name)
+	if err != nil {
+		return err
+	}
+	c.comp.kind.Store(int32(kind))
+	return nil
 }
 
 // URL returns the comms URL the client currently uses.
@@ -202,31 +223,49 @@ func call[Req, Resp any](ctx context.Context, c *Client, timeout time.Duration, 
 }
 
 // do sends one RPC, moving to the next URL when the current one is
-// unavailable. Errors are *Error.
+// unavailable, and sending gzip when the server refuses zstd. Errors are
+// *Error.
 func do[Req, Resp any](ctx context.Context, c *Client, tok string, timeout time.Duration, msg *Req, m method[Req, Resp]) (*Resp, error) {
 	var last *Error
 	for range len(c.urls) {
 		idx := c.cur.Load()
-		req := connect.NewRequest(msg)
-		if tok != "" {
-			req.Header().Set("Authorization", "Bearer "+tok)
+		kind := c.comp.current(time.Now())
+		resp, err := send(ctx, c, kind, int(idx), tok, timeout, msg, m)
+		if err != nil && err.Code == connect.CodeUnimplemented && kind == sendZstd && ctx.Err() == nil {
+			// A server without zstd answers UNIMPLEMENTED before reading
+			// the request: send it again with gzip.
+			c.comp.refused(time.Now())
+			resp, err = send(ctx, c, sendGzip, int(idx), tok, timeout, msg, m)
 		}
-		if c.cfg.UserAgent != "" {
-			req.Header().Set("User-Agent", c.cfg.UserAgent)
-		}
-		cctx, cancel := context.WithTimeout(ctx, timeout)
-		resp, err := m(c.svcs[int(idx)%len(c.svcs)], cctx, req)
-		cancel()
 		if err == nil {
-			return resp.Msg, nil
+			return resp, nil
 		}
-		last = toError(err)
+		last = err
 		if last.Code != connect.CodeUnavailable || ctx.Err() != nil {
 			return nil, last
 		}
 		c.cur.CompareAndSwap(idx, (idx+1)%int64(len(c.urls)))
 	}
 	return nil, last
+}
+
+// send makes one call to the URL at idx with the compression kind.
+func send[Req, Resp any](ctx context.Context, c *Client, kind, idx int, tok string, timeout time.Duration, msg *Req, m method[Req, Resp]) (*Resp, *Error) {
+	req := connect.NewRequest(msg)
+	if tok != "" {
+		req.Header().Set("Authorization", "Bearer "+tok)
+	}
+	if c.cfg.UserAgent != "" {
+		req.Header().Set("User-Agent", c.cfg.UserAgent)
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	svcs := c.svcs[kind]
+	resp, err := m(svcs[idx%len(svcs)], cctx, req)
+	if err != nil {
+		return nil, toError(err)
+	}
+	return resp.Msg, nil
 }
 
 // PushStateless sends a batch of append-only events under the batch

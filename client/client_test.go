@@ -17,6 +17,8 @@ import (
 	"github.com/tetherhq/tether/client"
 	commsv1 "github.com/tetherhq/tether/gen/tether/comms/v1"
 	"github.com/tetherhq/tether/gen/tether/comms/v1/commsv1connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -254,6 +256,17 @@ func TestReauthenticatesOnceOnUnauthenticated(t *testing.T) {
 	}
 }
 
+// withRetryInfo adds a google.rpc.RetryInfo detail to a Connect error.
+func withRetryInfo(err error, d time.Duration) error {
+	ce := err.(*connect.Error)
+	detail, e := connect.NewErrorDetail(&errdetails.RetryInfo{RetryDelay: durationpb.New(d)})
+	if e != nil {
+		panic(e)
+	}
+	ce.AddDetail(detail)
+	return ce
+}
+
 func TestErrorMapping(t *testing.T) {
 	withRetryAfter := func(code connect.Code, secs string) error {
 		e := connect.NewError(code, errors.New("slow down"))
@@ -269,6 +282,8 @@ func TestErrorMapping(t *testing.T) {
 		retryAfter time.Duration
 	}{
 		{"exhausted", withRetryAfter(connect.CodeResourceExhausted, "7"), connect.CodeResourceExhausted, true, false, 7 * time.Second},
+		{"retry info", withRetryInfo(withRetryAfter(connect.CodeResourceExhausted, "2"), 1500*time.Millisecond), connect.CodeResourceExhausted, true, false, 1500 * time.Millisecond},
+		{"retry too far", withRetryAfter(connect.CodeResourceExhausted, "864000"), connect.CodeResourceExhausted, true, false, 0},
 		{"unavailable", connect.NewError(connect.CodeUnavailable, errors.New("draining")), connect.CodeUnavailable, true, false, 0},
 		{"invalid", connect.NewError(connect.CodeInvalidArgument, errors.New("events[0].module: required")), connect.CodeInvalidArgument, false, false, 0},
 		{"denied", connect.NewError(connect.CodePermissionDenied, errors.New("agent is disabled")), connect.CodePermissionDenied, false, true, 0},

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 )
 
 // Error is the error of every call of a Client.
@@ -21,8 +22,9 @@ type Error struct {
 	Code connect.Code
 	// Message is the server's (or the transport's) reason.
 	Message string
-	// RetryAfter is the delay the server asked for (the retry-after
-	// metadata, in seconds), or zero.
+	// RetryAfter is the delay the server asked for, or zero: the
+	// google.rpc.RetryInfo error detail's retry_delay when the error has
+	// one, else the Retry-After metadata (seconds).
 	RetryAfter time.Duration
 
 	cause error
@@ -68,7 +70,7 @@ func toError(err error) *Error {
 	if errors.As(err, &cerr) {
 		e.Code = cerr.Code()
 		e.Message = cerr.Message()
-		e.RetryAfter = parseRetryAfter(cerr.Meta().Get("Retry-After"))
+		e.RetryAfter = retryDelay(cerr)
 	}
 	switch {
 	case errors.Is(err, context.Canceled):
@@ -90,12 +92,33 @@ func isNetwork(err error) bool {
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
 }
 
+// maxRetryAfter bounds the delay a server may ask for: a larger one is
+// ignored (the caller backs off as usual).
+const maxRetryAfter = 24 * time.Hour
+
+// retryDelay is the delay an error asks for: its RetryInfo detail, else
+// its Retry-After metadata.
+func retryDelay(cerr *connect.Error) time.Duration {
+	for _, d := range cerr.Details() {
+		v, err := d.Value()
+		if err != nil {
+			continue
+		}
+		if ri, ok := v.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
+			if d := ri.GetRetryDelay().AsDuration(); d > 0 && d < maxRetryAfter {
+				return d
+			}
+		}
+	}
+	return parseRetryAfter(cerr.Meta().Get("Retry-After"))
+}
+
 func parseRetryAfter(v string) time.Duration {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0
 	}
-	if n, err := strconv.ParseFloat(v, 64); err == nil && n > 0 && n < 86400 {
+	if n, err := strconv.ParseFloat(v, 64); err == nil && n > 0 && n < maxRetryAfter.Seconds() {
 		return time.Duration(n * float64(time.Second))
 	}
 	return 0
