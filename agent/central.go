@@ -64,6 +64,9 @@ func (rt *agentRun) applyCentral(version string, doc json.RawMessage, save bool)
 	if rt.opts.LogLevel != nil {
 		rt.opts.LogLevel.Set(eff.SlogLevel())
 	}
+	if rt.db != nil {
+		rt.applyEventConfig(eff)
+	}
 	if save {
 		if err := writeJSONFile(filepath.Join(rt.opts.DataDir, CentralFile), centralConfig{Version: version, Config: doc}, 0o600); err != nil {
 			rt.log.Warn("save centralized configuration", "err", err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -26,6 +27,19 @@ type Config struct {
 	// BatchInterval is how long the sender waits for a batch to fill
 	// (batch_interval).
 	BatchInterval time.Duration
+	// BatchMaxBytes is the most event bytes sent in one batch
+	// (batch_max_bytes).
+	BatchMaxBytes int
+	// OutboxMaxBytes bounds the outbox (outbox_max_bytes); OutboxFsyncWindow
+	// is how long appends may wait to share a commit (outbox_fsync_window).
+	OutboxMaxBytes    int64
+	OutboxFsyncWindow time.Duration
+	// RateLimitEvents and RateLimitBytes cap what the sender sends per
+	// second (rate_limit_events, rate_limit_bytes; 0: no limit).
+	RateLimitEvents float64
+	RateLimitBytes  int64
+	// Compression of the pushes: zstd, gzip or none (compression).
+	Compression string
 	// LogLevel is debug, info, warn or error (log_level).
 	LogLevel string
 	// ActiveResponse configures the active-response action
@@ -42,22 +56,26 @@ type ActiveResponseConfig struct {
 
 // DefaultConfig is the configuration when agent.yaml sets nothing.
 func DefaultConfig() Config {
-	return Config{PollWait: 50 * time.Second, BatchMaxEvents: 1000, BatchInterval: time.Second, LogLevel: "info"}
+	c := Config{PollWait: 50 * time.Second, BatchMaxEvents: 1000, BatchInterval: time.Second, LogLevel: "info"}
+	defaultEventConfig(&c)
+	return c
 }
 
-var configKeys = []string{"poll_wait", "batch_max_events", "batch_interval", "log_level", "active_response"}
+var configKeys = slices.Concat([]string{"poll_wait", "batch_max_events", "batch_interval", "log_level", "active_response"}, eventKeys)
 
 var logLevels = []string{"debug", "info", "warn", "error"}
 
 // MarshalJSON writes the configuration with its file's key names.
 func (c Config) MarshalJSON() ([]byte, error) {
-	return json.Marshal(map[string]any{
+	m := map[string]any{
 		"poll_wait":        c.PollWait.String(),
 		"batch_max_events": c.BatchMaxEvents,
 		"batch_interval":   c.BatchInterval.String(),
 		"log_level":        c.LogLevel,
 		"active_response":  map[string]any{"bin_dirs": append([]string{}, c.ActiveResponse.BinDirs...)},
-	})
+	}
+	maps.Copy(m, c.eventConfigFields())
+	return json.Marshal(m)
 }
 
 // SlogLevel is LogLevel as a slog.Level.
@@ -142,7 +160,10 @@ func parseConfigOver(cfg Config, data []byte) (Config, error) {
 		case "active_response":
 			cfg.ActiveResponse, err = activeResponseKey(k, &node)
 		default:
-			err = fmt.Errorf("unknown key %q (known keys: %s)", k, strings.Join(configKeys, ", "))
+			var ok bool
+			if ok, err = parseEventKey(&cfg, k, &node); !ok {
+				err = fmt.Errorf("unknown key %q (known keys: %s)", k, strings.Join(configKeys, ", "))
+			}
 		}
 		if err != nil {
 			return cfg, err

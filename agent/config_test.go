@@ -20,9 +20,20 @@ func TestParseConfig(t *testing.T) {
 		wantErr string // substring
 	}{
 		{name: "empty", yaml: "", want: agent.DefaultConfig()},
-		{name: "all keys", yaml: "poll_wait: 20s\nbatch_max_events: 50\nbatch_interval: 250ms\nlog_level: DEBUG\n",
-			want: agent.Config{PollWait: 20 * time.Second, BatchMaxEvents: 50, BatchInterval: 250 * time.Millisecond, LogLevel: "debug"}},
-		{name: "unknown key", yaml: "poll_wait: 20s\npoll_wiat: 3s\n", wantErr: `unknown key "poll_wiat" (known keys: poll_wait, batch_max_events, batch_interval, log_level, active_response)`},
+		{name: "all keys", yaml: "poll_wait: 20s\nbatch_max_events: 50\nbatch_interval: 250ms\nlog_level: DEBUG\n" +
+			"batch_max_bytes: 256KiB\noutbox_max_bytes: 2GiB\noutbox_fsync_window: 0s\nrate_limit_events: 12.5\nrate_limit_bytes: 100000\ncompression: GZIP\n",
+			want: agent.Config{PollWait: 20 * time.Second, BatchMaxEvents: 50, BatchInterval: 250 * time.Millisecond, LogLevel: "debug",
+				BatchMaxBytes: 256 << 10, OutboxMaxBytes: 2 << 30, OutboxFsyncWindow: 0, RateLimitEvents: 12.5, RateLimitBytes: 100000, Compression: "gzip"}},
+		{name: "unknown key", yaml: "poll_wait: 20s\npoll_wiat: 3s\n", wantErr: `unknown key "poll_wiat" (known keys: poll_wait, batch_max_events, batch_interval, log_level, active_response, batch_max_bytes, outbox_max_bytes, outbox_fsync_window, rate_limit_events, rate_limit_bytes, compression)`},
+		{name: "decimal size", yaml: "outbox_max_bytes: 1.5 GB\n", want: withEvents(func(c *agent.Config) { c.OutboxMaxBytes = 1_500_000_000 })},
+		{name: "outbox too small", yaml: "outbox_max_bytes: 1000\n", wantErr: `outbox_max_bytes: "1000" is not valid: want a size from 1MiB to 1TiB, like "1GiB" or a number of bytes`},
+		{name: "bad size unit", yaml: "outbox_max_bytes: 1 GiG\n", wantErr: "outbox_max_bytes:"},
+		{name: "batch bytes too big", yaml: "batch_max_bytes: 16MiB\n", wantErr: "batch_max_bytes: \"16MiB\" is not valid: want a size from 1KiB to 4MiB"},
+		{name: "fsync window too long", yaml: "outbox_fsync_window: 2s\n", wantErr: "outbox_fsync_window: \"2s\" is not valid: want a duration from 0s to 1s"},
+		{name: "negative rate", yaml: "rate_limit_events: -1\n", wantErr: "rate_limit_events: \"-1\" is not valid: want events per second, 0 for no limit"},
+		{name: "byte rate", yaml: "rate_limit_bytes: 512KiB\n", want: withEvents(func(c *agent.Config) { c.RateLimitBytes = 512 << 10 })},
+		{name: "bad byte rate", yaml: "rate_limit_bytes: fast\n", wantErr: "rate_limit_bytes: \"fast\" is not valid"},
+		{name: "bad compression", yaml: "compression: lz4\n", wantErr: `compression: "lz4" is not valid: want one of zstd, gzip, none`},
 		{name: "bad duration", yaml: "poll_wait: soon\n", wantErr: `poll_wait: "soon" is not valid: want a duration from 1s to 5m0s`},
 		{name: "duration too long", yaml: "poll_wait: 1h\n", wantErr: "poll_wait:"},
 		{name: "interval too short", yaml: "batch_interval: 1ms\n", wantErr: "batch_interval:"},
@@ -55,6 +66,12 @@ func TestParseConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+func withEvents(f func(*agent.Config)) agent.Config {
+	c := agent.DefaultConfig()
+	f(&c)
+	return c
 }
 
 func TestLoadConfigMissingFile(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("poll_wait: 30s\nbatch_max_events: 500\nbatch_interval: 2s\nlog_level: debug\n"))
 	f.Add([]byte("poll_wait: [1, 2]\n"))
+	f.Add([]byte("outbox_max_bytes: 1.5GiB\nrate_limit_bytes: 1e300\nrate_limit_events: .Inf\nbatch_max_bytes: -1KiB\n"))
 	f.Add([]byte("- a\n- b\n"))
 	f.Add([]byte("&a [*a]"))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -21,7 +22,9 @@ func FuzzParseConfig(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if cfg.PollWait < time.Second || cfg.PollWait > 5*time.Minute || cfg.BatchMaxEvents < 1 || cfg.BatchMaxEvents > 10000 {
+		if cfg.PollWait < time.Second || cfg.PollWait > 5*time.Minute || cfg.BatchMaxEvents < 1 || cfg.BatchMaxEvents > 10000 ||
+			cfg.BatchMaxBytes < 1<<10 || cfg.BatchMaxBytes > 4<<20 || cfg.OutboxMaxBytes < 1<<20 || cfg.OutboxMaxBytes > 1<<40 ||
+			cfg.OutboxFsyncWindow < 0 || cfg.OutboxFsyncWindow > time.Second || cfg.RateLimitEvents < 0 || cfg.RateLimitBytes < 0 {
 			t.Fatalf("accepted out-of-range config %+v from %q", cfg, data)
 		}
 	})

@@ -72,12 +72,13 @@ func Run(ctx context.Context, opts RunOptions) error {
 		return fmt.Errorf("read CA certificate: %w", err)
 	}
 	c, err := client.New(client.Config{
-		URLs:      ident.CommsURLs,
-		AgentID:   ident.AgentID,
-		AgentKey:  ident.AgentKey,
-		RootCAs:   roots,
-		UserAgent: "tether-agent/" + opts.Version,
-		Version:   opts.Version,
+		URLs:        ident.CommsURLs,
+		AgentID:     ident.AgentID,
+		AgentKey:    ident.AgentKey,
+		RootCAs:     roots,
+		UserAgent:   "tether-agent/" + opts.Version,
+		Version:     opts.Version,
+		Compression: cfg.Compression,
 	})
 	if err != nil {
 		return fmt.Errorf("comms client: %w", err)
@@ -154,6 +155,7 @@ func (rt *agentRun) run(parent context.Context) error {
 		log.Debug("pruned order index", "ids", n)
 	}
 	rt.loadCentral()
+	rt.applyEventConfig(rt.config())
 	handlers := BuiltinHandlers(rt.effectiveConfig, ActiveResponseDirs(rt.opts.DataDir, rt.cfg)...)
 	rt.addConfigHandlers(handlers)
 	// Upgrades (upgrade.go): the action, and a new binary on probation
@@ -281,6 +283,7 @@ func (rt *agentRun) status(state string) Status {
 				ReceivedAt: so.ReceivedAt, StartedAt: so.StartedAt, User: so.Order.User})
 		}
 	}
+	ob := rt.db.Outbox.Stats()
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	return Status{
@@ -293,10 +296,15 @@ func (rt *agentRun) status(state string) Status {
 		Connected:         rt.connected,
 		LastError:         rt.lastErr,
 		LastPollAt:        rt.lastPollAt,
-		QueuedEvents:      rt.db.Outbox.Len(),
+		QueuedEvents:      ob.Records,
+		QueuedBytes:       ob.Bytes,
+		OutboxMaxBytes:    ob.MaxBytes,
+		DroppedEvents:     ob.Dropped,
+		CompactedEvents:   ob.Compacted,
+		UnreadableEvents:  ob.Unreadable,
 		PendingOrders:     rt.db.Orders.Len(),
 		PendingResults:    rt.db.Orders.PendingResults(),
-		DeadLetterBatches: rt.db.Outbox.DeadLetters(),
+		DeadLetterBatches: ob.DeadLetters,
 		ConfigVersion:     rt.central.Version,
 		ConfigError:       rt.configErr,
 		StartedAt:         rt.startedAt,

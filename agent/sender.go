@@ -11,16 +11,61 @@ import (
 	"connectrpc.com/connect"
 	"github.com/tetherhq/tether/agent/store"
 	"github.com/tetherhq/tether/client"
+	"golang.org/x/time/rate"
 )
 
-// sendLoop drains the outbox in batches: by count (batch_max_events) and
-// time (batch_interval), one kind per batch, each under a sequence number
-// persisted before the first attempt, deleted only once acknowledged.
+// sendLoop drains the outbox one batch at a time. A batch goes when
+// batch_max_events events or batch_max_bytes bytes wait, or when the
+// oldest waiting event has waited batch_interval; it holds one kind
+// (stateless or stateful) in outbox order, under a sequence number
+// persisted before the first attempt, and leaves the outbox only once
+// acknowledged. Sending keeps to rate_limit_events and rate_limit_bytes;
+// RESOURCE_EXHAUSTED waits the delay the server gave, other failures back
+// off exponentially with jitter, and INVALID_ARGUMENT moves the batch to
+// the dead-letter file.
 func (rt *agentRun) sendLoop(ctx context.Context) error {
 	var bo backoff
+	var lim sendLimiter
+	out := rt.db.Outbox
+	var since time.Time // since when the events waiting have waited
 	for {
 		cfg := rt.config()
-		b, err := rt.db.Outbox.Next(cfg.BatchMaxEvents, 1<<20)
+		lim.set(cfg)
+		if !out.Pending() {
+			st := out.Stats()
+			if st.Records == 0 {
+				since = time.Time{}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-out.Appended():
+				case <-rt.sendWake:
+				}
+				continue
+			}
+			if since.IsZero() {
+				since = time.Now()
+			}
+			if st.Records < cfg.BatchMaxEvents && st.Bytes < int64(cfg.BatchMaxBytes) {
+				if wait := time.Until(since.Add(cfg.BatchInterval)); wait > 0 {
+					t := time.NewTimer(wait)
+					select {
+					case <-ctx.Done():
+						t.Stop()
+						return nil
+					case <-out.Appended():
+						t.Stop()
+						continue // more waiting: it may fill a batch
+					case <-rt.sendWake:
+						t.Stop()
+						continue
+					case <-t.C:
+					}
+				}
+			}
+		}
+		formed := time.Now()
+		b, err := out.Next(cfg.BatchMaxEvents, cfg.BatchMaxBytes)
 		if err != nil {
 			d := bo.next(err)
 			rt.log.Error("read outbox", "err", err, "retry_in", d)
@@ -30,40 +75,43 @@ func (rt *agentRun) sendLoop(ctx context.Context) error {
 			continue
 		}
 		if b == nil {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-rt.sendWake:
-			}
-			// Let a batch fill up for batch_interval.
-			if rt.db.Outbox.Len() < cfg.BatchMaxEvents && !sleep(ctx, cfg.BatchInterval) {
-				return nil
-			}
 			continue
 		}
+		if !lim.wait(ctx, len(b.Records), b.Bytes) {
+			return nil
+		}
 		err = rt.push(ctx, b)
-		rt.noteCall(ctx, err)
+		if code(err) == connect.CodeResourceExhausted {
+			rt.noteCall(ctx, nil) // reachable: only slowed down
+		} else {
+			rt.noteCall(ctx, err)
+		}
 		switch {
 		case ctx.Err() != nil:
 			return nil
 		case err == nil:
 			bo.reset()
-			if err := rt.db.Outbox.Ack(b); err != nil {
+			if err := out.Ack(b); err != nil {
 				rt.log.Error("delete sent events", "err", err)
 			}
+			rt.log.Debug("events sent", "sequence", b.Seq, "events", len(b.Records), "bytes", b.Bytes)
 			notify(rt.kick)
-			if rt.db.Outbox.Len() > 0 && rt.db.Outbox.Len() < cfg.BatchMaxEvents && !sleep(ctx, cfg.BatchInterval) {
-				return nil
-			}
+			since = formed // what is left arrived after the batch was formed
 		case denied(err):
 			return ErrRemoved
 		case code(err) == connect.CodeInvalidArgument:
 			rt.log.Error("server refused a batch as invalid; moved to the dead-letter file", "sequence", b.Seq, "events", len(b.Records), "err", err)
 			rt.deadLetter("events", b.Seq, b.Stateful, err, b.Records)
-			if err := rt.db.Outbox.Drop(b); err != nil {
+			if err := out.Drop(b); err != nil {
 				rt.log.Error("drop invalid batch", "err", err)
 			}
 			notify(rt.kick)
+		case code(err) == connect.CodeResourceExhausted:
+			d := bo.next(err)
+			rt.log.Info("server busy or rate limit reached; keeping the events", "sequence", b.Seq, "events", len(b.Records), "retry_in", d.Round(time.Millisecond))
+			if !sleep(ctx, d) {
+				return nil
+			}
 		default:
 			d := bo.next(err)
 			rt.log.Warn("send events failed; keeping them", "sequence", b.Seq, "events", len(b.Records), "err", err, "retry_in", d.Round(time.Millisecond))
@@ -72,6 +120,62 @@ func (rt *agentRun) sendLoop(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// applyEventConfig applies the outbox's bound and fsync window and the
+// compression of a configuration now in force.
+func (rt *agentRun) applyEventConfig(cfg Config) {
+	rt.db.Outbox.SetLimits(cfg.OutboxMaxBytes, cfg.OutboxFsyncWindow)
+	if err := rt.client.SetCompression(cfg.Compression); err != nil {
+		rt.log.Error("set compression", "err", err) // validated with the configuration
+	}
+}
+
+// sendLimiter keeps the sender to rate_limit_events and rate_limit_bytes.
+type sendLimiter struct {
+	eventsRate float64
+	bytesRate  int64
+	batch      [2]int // batch_max_events, batch_max_bytes: the buckets' sizes
+	events     *rate.Limiter
+	bytes      *rate.Limiter
+}
+
+// set follows the configuration; a change starts the buckets full.
+func (l *sendLimiter) set(cfg Config) {
+	batch := [2]int{cfg.BatchMaxEvents, cfg.BatchMaxBytes}
+	if cfg.RateLimitEvents == l.eventsRate && cfg.RateLimitBytes == l.bytesRate && batch == l.batch {
+		return
+	}
+	l.eventsRate, l.bytesRate, l.batch = cfg.RateLimitEvents, cfg.RateLimitBytes, batch
+	l.events, l.bytes = nil, nil
+	// A bucket holds a second of its rate, and at least a full batch, so
+	// that a slow rate still sends whole batches, less often.
+	if r := cfg.RateLimitEvents; r > 0 {
+		l.events = rate.NewLimiter(rate.Limit(r), max(int(r), cfg.BatchMaxEvents))
+	}
+	if r := cfg.RateLimitBytes; r > 0 {
+		l.bytes = rate.NewLimiter(rate.Limit(r), int(max(r, int64(cfg.BatchMaxBytes))))
+	}
+}
+
+// wait waits until events and bytes may be sent; false when ctx ended.
+func (l *sendLimiter) wait(ctx context.Context, events, bytes int) bool {
+	return waitN(ctx, l.events, events) && waitN(ctx, l.bytes, bytes)
+}
+
+// waitN takes n tokens, in pieces no larger than the bucket.
+func waitN(ctx context.Context, lim *rate.Limiter, n int) bool {
+	if lim == nil {
+		return true
+	}
+	for n > 0 {
+		k := min(n, lim.Burst())
+		if err := lim.WaitN(ctx, k); err != nil {
+			return false
+		}
+		n -= k
+	}
+	return true
 }
 
 func (rt *agentRun) push(ctx context.Context, b *store.Batch) error {

@@ -19,10 +19,21 @@ type Status struct {
 	// Connected is true when the last call to the comms API succeeded.
 	Connected bool `json:"connected"`
 	// LastError is the last call's error, when Connected is false.
-	LastError     string    `json:"last_error,omitempty"`
-	LastPollAt    time.Time `json:"last_poll_at,omitzero"`
-	QueuedEvents  int       `json:"queued_events"`
-	PendingOrders int       `json:"pending_orders"`
+	LastError  string    `json:"last_error,omitempty"`
+	LastPollAt time.Time `json:"last_poll_at,omitzero"`
+	// QueuedEvents and QueuedBytes are what the outbox holds, bounded by
+	// OutboxMaxBytes.
+	QueuedEvents   int   `json:"queued_events"`
+	QueuedBytes    int64 `json:"queued_bytes"`
+	OutboxMaxBytes int64 `json:"outbox_max_bytes"`
+	// DroppedEvents counts the stateless events dropped because the outbox
+	// was full, CompactedEvents the state changes replaced by a newer one
+	// of the same key then, UnreadableEvents the records found corrupt on
+	// disk: all since the outbox was created.
+	DroppedEvents    uint64 `json:"dropped_events"`
+	CompactedEvents  uint64 `json:"compacted_events"`
+	UnreadableEvents uint64 `json:"unreadable_events,omitempty"`
+	PendingOrders    int    `json:"pending_orders"`
 	// PendingResults are results waiting for the server's acknowledgement.
 	PendingResults int `json:"pending_results"`
 	// DeadLetterBatches counts batches the server refused as invalid.
