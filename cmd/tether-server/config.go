@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/tetherhq/tether/server/files"
+	"github.com/tetherhq/tether/server/ingest"
 )
 
 // Config is the server's configuration: defaults, then the YAML file, then
@@ -47,6 +48,8 @@ type Config struct {
 	SweepInterval Duration `yaml:"sweep_interval"`
 	// Events configures the file sink.
 	Events EventsConfig `yaml:"events"`
+	// Ingest bounds the event pushes of each agent and of the node.
+	Ingest IngestConfig `yaml:"ingest"`
 	// Files configures the store of files agents download (DATA/files).
 	Files FilesConfig `yaml:"files"`
 	// LogLevel is debug, info, warn or error; LogFormat text or json.
@@ -87,6 +90,36 @@ type EventsConfig struct {
 	MaxTotalBytes int64    `yaml:"max_total_bytes"`
 }
 
+// IngestConfig bounds event pushes: each agent's rates (0: no limit) and
+// the node's in-flight budget (0: no limit). Past them a push is refused
+// with RESOURCE_EXHAUSTED and a retry delay.
+type IngestConfig struct {
+	// AgentEventsPerSec and AgentBytesPerSec are an agent's sustained
+	// rates; the bursts are what it may send at once after a quiet time
+	// (0: two seconds of the rate).
+	AgentEventsPerSec float64 `yaml:"agent_events_per_sec"`
+	AgentEventsBurst  float64 `yaml:"agent_events_burst"`
+	AgentBytesPerSec  float64 `yaml:"agent_bytes_per_sec"`
+	AgentBytesBurst   float64 `yaml:"agent_bytes_burst"`
+	// MaxInflightBatches and MaxInflightBytes bound the pushes the node
+	// stores and writes to the sinks at once.
+	MaxInflightBatches int   `yaml:"max_inflight_batches"`
+	MaxInflightBytes   int64 `yaml:"max_inflight_bytes"`
+	// BusyRetryDelay is the base delay given to a push refused by the
+	// in-flight budget (the delay is between it and twice it).
+	BusyRetryDelay Duration `yaml:"busy_retry_delay"`
+}
+
+// limits returns the ingest limits of c.
+func (c IngestConfig) limits() ingest.Limits {
+	return ingest.Limits{
+		AgentEventsPerSec: c.AgentEventsPerSec, AgentEventsBurst: c.AgentEventsBurst,
+		AgentBytesPerSec: c.AgentBytesPerSec, AgentBytesBurst: c.AgentBytesBurst,
+		MaxInflightRequests: c.MaxInflightBatches, MaxInflightBytes: c.MaxInflightBytes,
+		BusyRetryDelay: time.Duration(c.BusyRetryDelay),
+	}
+}
+
 // FilesConfig configures the file store under DATA/files.
 type FilesConfig struct {
 	// MaxBytes is the largest file an upload may store.
@@ -122,9 +155,14 @@ func defaultConfig() Config {
 		SweepInterval: Duration(time.Second),
 		Events: EventsConfig{MaxFileBytes: 64 << 20, MaxFileAge: Duration(time.Hour), Compress: true,
 			Retention: Duration(30 * 24 * time.Hour), MaxTotalBytes: 10 << 30},
-		Files:         FilesConfig{MaxBytes: files.DefaultMaxBytes},
-		LogLevel:      "info",
-		LogFormat:     "text",
+		Ingest: IngestConfig{
+			AgentEventsPerSec: ingest.DefaultAgentEventsPerSec, AgentBytesPerSec: ingest.DefaultAgentBytesPerSec,
+			MaxInflightBatches: ingest.DefaultMaxInflightRequests, MaxInflightBytes: ingest.DefaultMaxInflightBytes,
+			BusyRetryDelay: Duration(ingest.DefaultBusyRetryDelay),
+		},
+		Files:     FilesConfig{MaxBytes: files.DefaultMaxBytes},
+		LogLevel:  "info",
+		LogFormat: "text",
 
 		OrderRetention:    Duration(7 * 24 * time.Hour),
 		RetentionInterval: Duration(time.Minute),
@@ -221,6 +259,16 @@ func (c *Config) validate() error {
 		return errors.New("events.retention: 0 (no age limit) or at least 1m")
 	case c.Events.MaxTotalBytes < 0 || (c.Events.MaxTotalBytes > 0 && c.Events.MaxTotalBytes < c.Events.MaxFileBytes):
 		return fmt.Errorf("events.max_total_bytes: 0 (no limit) or at least events.max_file_bytes (%d)", c.Events.MaxFileBytes)
+	case c.Ingest.AgentEventsPerSec < 0 || c.Ingest.AgentEventsBurst < 0:
+		return errors.New("ingest.agent_events_per_sec, ingest.agent_events_burst: 0 (no limit, default burst) or more")
+	case c.Ingest.AgentBytesPerSec < 0 || c.Ingest.AgentBytesBurst < 0:
+		return errors.New("ingest.agent_bytes_per_sec, ingest.agent_bytes_burst: 0 (no limit, default burst) or more")
+	case c.Ingest.MaxInflightBatches < 0:
+		return errors.New("ingest.max_inflight_batches: 0 (no limit) or more")
+	case c.Ingest.MaxInflightBytes < 0:
+		return errors.New("ingest.max_inflight_bytes: 0 (no limit) or more")
+	case c.Ingest.BusyRetryDelay < Duration(100*time.Millisecond) || c.Ingest.BusyRetryDelay > Duration(time.Minute):
+		return errors.New("ingest.busy_retry_delay: between 100ms and 1m")
 	case c.Files.MaxBytes < 1:
 		return errors.New("files.max_bytes: at least 1")
 	case (c.TLS.CertFile == "") != (c.TLS.KeyFile == ""):

@@ -17,6 +17,8 @@ func TestConfigFile(t *testing.T) {
 		{"unknown files key", "files:\n  max_size: 1\n", `unknown key "files.max_size"`},
 		{"events", "events:\n  max_file_bytes: 1048576\n  max_file_age: 10m\n  compress: false\n  retention: 168h\n  max_total_bytes: 1073741824\n", ""},
 		{"unknown events key", "events:\n  max_age: 1h\n", `unknown key "events.max_age"`},
+		{"ingest", "ingest:\n  agent_events_per_sec: 1000\n  agent_events_burst: 5000\n  agent_bytes_per_sec: 1048576\n  agent_bytes_burst: 0\n  max_inflight_batches: 16\n  max_inflight_bytes: 67108864\n  busy_retry_delay: 2s\n", ""},
+		{"unknown ingest key", "ingest:\n  events_per_sec: 1\n", `unknown key "ingest.events_per_sec"`},
 		{"unknown key", "poll_wiat: 5s\n", `unknown key "poll_wiat"`},
 		{"unknown nested key", "tls:\n  cert: x\n", `unknown key "tls.cert"`},
 		{"bad duration", "poll_wait: five\n", `"five" is not a duration`},
@@ -57,6 +59,12 @@ func TestConfigValidate(t *testing.T) {
 		{"event retention", func(c *Config) { c.Events.Retention = Duration(time.Second) }, "events.retention"},
 		{"no event retention", func(c *Config) { c.Events.Retention, c.Events.MaxTotalBytes = 0, 0 }, ""},
 		{"event total", func(c *Config) { c.Events.MaxTotalBytes = 1 << 20 }, "events.max_total_bytes"},
+		{"agent events", func(c *Config) { c.Ingest.AgentEventsPerSec = -1 }, "ingest.agent_events_per_sec"},
+		{"agent bytes", func(c *Config) { c.Ingest.AgentBytesBurst = -1 }, "ingest.agent_bytes_burst"},
+		{"inflight batches", func(c *Config) { c.Ingest.MaxInflightBatches = -1 }, "ingest.max_inflight_batches"},
+		{"inflight bytes", func(c *Config) { c.Ingest.MaxInflightBytes = -1 }, "ingest.max_inflight_bytes"},
+		{"busy delay", func(c *Config) { c.Ingest.BusyRetryDelay = 0 }, "ingest.busy_retry_delay"},
+		{"no ingest limits", func(c *Config) { c.Ingest = IngestConfig{BusyRetryDelay: Duration(time.Second)} }, ""},
 	}
 	for _, c := range cases {
 		cfg := defaultConfig()

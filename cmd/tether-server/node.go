@@ -132,10 +132,11 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 		Store: n.store, Sinks: []tether.Sink{n.sink, n.live}, Notifier: hub, Keys: keys, Presence: seen,
 		Log: log.With("api", "comms"), PollWait: time.Duration(cfg.PollWait), MaxPollWait: time.Duration(cfg.MaxPollWait),
 		MaxBodyBytes: cfg.MaxBodyBytes, Closing: n.closing, Metrics: mx, Files: fileStore,
+		Limits: cfg.Ingest.limits(),
 	})
 	api := mgmt.New(mgmt.Options{
 		Store: n.store, Commands: &command.Manager{Store: n.store, Notifier: hub, Metrics: mx}, Notifier: hub,
-		Metrics: mx.Handler(), Closing: n.closing, Files: fileStore,
+		Metrics: mx.Handler(), Closing: n.closing, Files: fileStore, Events: n.live,
 		Presence: seen, Log: log.With("api", "management"), PollWindow: time.Duration(cfg.PollWait),
 		CommsURLs: cfg.CommsURLs, CommsPort: commsPort, AgentChanged: svc.Forget, ConfigChanged: svc.ForgetConfigs,
 		Ready: func(context.Context) error {

@@ -51,7 +51,8 @@ type Options struct {
 	// MaxBodyBytes caps a request body, before and after decompression.
 	MaxBodyBytes int64
 	// Limits are the agents' event rates and the node's in-flight budget
-	// of event pushes (ingest.DefaultLimits() when zero).
+	// of event pushes (zero: no limits; tether-server starts from
+	// ingest.DefaultLimits()).
 	Limits ingest.Limits
 	// Closing, when closed, makes waiting polls return at once (shutdown).
 	Closing <-chan struct{}
@@ -97,9 +98,6 @@ func New(o Options) *Service {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
-	}
-	if o.Limits == (ingest.Limits{}) {
-		o.Limits = ingest.DefaultLimits()
 	}
 	return &Service{
 		o: o, agents: map[string]cachedAgent{}, deliver: &deliverer{store: o.Store, now: o.Now},

@@ -20,8 +20,7 @@ const (
 	DefaultBusyRetryDelay      = time.Second
 )
 
-// Limits configure a Limiter. A zero rate or budget is no limit, except
-// in DefaultLimits.
+// Limits configure a Limiter. A zero rate or budget is no limit.
 type Limits struct {
 	// AgentEventsPerSec and AgentBytesPerSec are the rates at which one
 	// agent's buckets refill: events, and bytes of events (payload, id,
@@ -45,17 +44,6 @@ type Limits struct {
 	// in-flight budget; the delay given is between it and twice it, at
 	// random, so that refused agents do not come back all at once.
 	BusyRetryDelay time.Duration
-}
-
-// DefaultLimits returns the limits a server runs with when not configured.
-func DefaultLimits() Limits {
-	return Limits{
-		AgentEventsPerSec:   DefaultAgentEventsPerSec,
-		AgentBytesPerSec:    DefaultAgentBytesPerSec,
-		MaxInflightRequests: DefaultMaxInflightRequests,
-		MaxInflightBytes:    DefaultMaxInflightBytes,
-		BusyRetryDelay:      DefaultBusyRetryDelay,
-	}
 }
 
 // sweepEvery is how often idle agents' buckets are forgotten.
