@@ -10,7 +10,7 @@ const (
 	RoleAdmin Role = "admin"
 	// RoleOperator manages agents, commands, files and enrollment tokens.
 	RoleOperator Role = "operator"
-	// RoleViewer reads agents, commands, state and files.
+	// RoleViewer reads agents, commands, state, files and events.
 	RoleViewer Role = "viewer"
 	// RoleRegistrar only registers agents: the role of enrollment tokens.
 	RoleRegistrar Role = "registrar"
@@ -34,6 +34,8 @@ const (
 	PermStateRead      Permission = "state:read"
 	PermFilesRead      Permission = "files:read"
 	PermFilesWrite     Permission = "files:write"
+	// PermEventsRead follows the events a server node accepts, live.
+	PermEventsRead Permission = "events:read"
 	// PermUsersManage creates, lists and revokes the API tokens of people
 	// and services (not enrollment tokens): admin only.
 	PermUsersManage Permission = "users:manage"
@@ -42,10 +44,11 @@ const (
 var rolePerms = map[Role][]Permission{
 	RoleAdmin: {PermTokensRead, PermTokensWrite, PermAgentsRegister, PermAgentsRead,
 		PermAgentsWrite, PermCommandsRead, PermCommandsWrite, PermStateRead, PermFilesRead, PermFilesWrite,
-		PermUsersManage},
+		PermUsersManage, PermEventsRead},
 	RoleOperator: {PermTokensRead, PermTokensWrite, PermAgentsRegister, PermAgentsRead,
-		PermAgentsWrite, PermCommandsRead, PermCommandsWrite, PermStateRead, PermFilesRead, PermFilesWrite},
-	RoleViewer:    {PermAgentsRead, PermCommandsRead, PermStateRead, PermFilesRead},
+		PermAgentsWrite, PermCommandsRead, PermCommandsWrite, PermStateRead, PermFilesRead, PermFilesWrite,
+		PermEventsRead},
+	RoleViewer:    {PermAgentsRead, PermCommandsRead, PermStateRead, PermFilesRead, PermEventsRead},
 	RoleRegistrar: {PermAgentsRegister},
 }
 

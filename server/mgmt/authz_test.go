@@ -56,7 +56,7 @@ func TestEveryRouteChecksItsPermission(t *testing.T) {
 		}
 		for _, c := range callers {
 			t.Run(key+"/"+c.name, func(t *testing.T) {
-				status, data := e.do(t, rt.Method, path, c.token, body)
+				status, data := e.doStatus(t, rt.Method, path, c.token, body)
 				// Stated plainly, whatever the permissions say: a
 				// viewer changes nothing (it cannot send nor cancel a
 				// command), a registrar only registers agents, an

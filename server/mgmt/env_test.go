@@ -16,6 +16,7 @@ import (
 	"github.com/tetherhq/tether/server/authn"
 	"github.com/tetherhq/tether/server/command"
 	"github.com/tetherhq/tether/server/files"
+	"github.com/tetherhq/tether/server/live"
 	"github.com/tetherhq/tether/server/metrics"
 	"github.com/tetherhq/tether/server/mgmt"
 	"github.com/tetherhq/tether/server/notify"
@@ -35,7 +36,10 @@ type env struct {
 	presence *presence.Tracker
 	// hub is the notifier: subscribe to see an agent's long-polls woken.
 	hub *notify.Hub
-	srv *httptest.Server
+	// events is the feed of accepted batches of the event stream: write
+	// batches to it as the ingest would.
+	events *live.Hub
+	srv    *httptest.Server
 	// tokens holds a bearer token of each role.
 	tokens map[tether.Role]string
 }
@@ -55,6 +59,9 @@ func newEnvWith(t testing.TB, edit func(*mgmt.Options)) *env {
 	log := slog.New(slog.DiscardHandler)
 	fs := openFiles(t, files.Options{})
 	hub := notify.NewHub()
+	// Few streams and short queues: the tests reach both limits.
+	events := live.New(live.Options{MaxSubscribers: 4, QueueEvents: 1})
+	t.Cleanup(func() { events.Close() })
 	pres := presence.New(db, log)
 	o := mgmt.Options{
 		Store:      db,
@@ -66,13 +73,14 @@ func newEnvWith(t testing.TB, edit func(*mgmt.Options)) *env {
 		CommsURLs:  commsURLs,
 		Metrics:    metrics.New().Handler(),
 		Files:      fs,
+		Events:     events,
 	}
 	if edit != nil {
 		edit(&o)
 	}
 	srv := httptest.NewServer(mgmt.New(o))
 	t.Cleanup(srv.Close)
-	e := &env{store: db, presence: pres, hub: hub, srv: srv, tokens: map[tether.Role]string{}}
+	e := &env{store: db, presence: pres, hub: hub, events: o.Events, srv: srv, tokens: map[tether.Role]string{}}
 	for _, r := range tether.Roles {
 		e.tokens[r] = e.newToken(t, r, nil)
 	}

@@ -53,6 +53,8 @@ type checker struct {
 	mu     sync.Mutex // guards exercised: streams are read in the background
 	// exercised counts the 2xx answers of each operation.
 	exercised map[string]int
+	// streams are closed when the event streams watched ended.
+	streams []chan struct{}
 }
 
 func init() {
@@ -440,6 +442,7 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 	exerciseProgress(t, c, members)
 	exerciseFiles(t, c, members[0])
 	exerciseTokens(t, c, agent1)
+	exerciseEvents(t, c, agent1, agent2)
 
 	// Revoke the enrollment token: it enrolls no more.
 	c.do(t, call{method: "DELETE", path: "/api/v1/enrollment-tokens/" + enroll.ID, token: operator, want: 204})
@@ -609,6 +612,7 @@ func TestOpenAPISchemasMatchAPITypes(t *testing.T) {
 		api.Group{}, api.GroupList{}, api.CreateGroupRequest{}, api.UpdateGroupRequest{}, api.SetAgentGroupsRequest{},
 		api.OrderList{}, api.CancelResponse{}, api.ActionSpec{}, api.ArgSpec{}, api.ActionList{}, api.Progress{},
 		api.File{}, api.FileList{}, api.CreateTokenRequest{}, api.Token{}, api.TokenList{},
+		api.Event{}, api.EventsSkipped{},
 	}
 	timeType, rawType := reflect.TypeFor[time.Time](), reflect.TypeFor[json.RawMessage]()
 	for _, v := range types {
@@ -653,7 +657,7 @@ func TestOpenAPISchemasMatchAPITypes(t *testing.T) {
 				want = ""
 			case ft.Kind() == reflect.String:
 				want = "string"
-			case ft.Kind() == reflect.Int, ft.Kind() == reflect.Int64:
+			case ft.Kind() == reflect.Int, ft.Kind() == reflect.Int64, ft.Kind() == reflect.Uint64:
 				want = "integer"
 			case ft.Kind() == reflect.Bool:
 				want = "boolean"

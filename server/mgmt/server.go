@@ -19,6 +19,7 @@ import (
 	"github.com/tetherhq/tether/server/command"
 	"github.com/tetherhq/tether/server/files"
 	"github.com/tetherhq/tether/server/group"
+	"github.com/tetherhq/tether/server/live"
 	"github.com/tetherhq/tether/server/presence"
 )
 
@@ -65,12 +66,16 @@ type Options struct {
 	Metrics http.Handler
 	// Now returns the current time (time.Now when nil).
 	Now func() time.Time
-	// Closing, when closed, ends the progress streams, so that a graceful
-	// shutdown does not wait for them (nil: never).
+	// Events is this node's feed of the event batches it accepted, for
+	// GET /api/v1/events/stream (nil: that route answers not_supported).
+	Events *live.Hub
+	// Closing, when closed, ends the progress and event streams, so that a
+	// graceful shutdown does not wait for them (nil: never).
 	Closing <-chan struct{}
 	// ProgressInterval is how often a progress stream reads the counts of
-	// its command (0: 250ms); ProgressKeepAlive how long it stays silent
-	// before it sends a keep-alive comment (0: 15s).
+	// its command (0: 250ms); ProgressKeepAlive how long a progress or
+	// event stream stays silent before it sends a keep-alive comment (0:
+	// 15s).
 	ProgressInterval  time.Duration
 	ProgressKeepAlive time.Duration
 }
@@ -127,6 +132,7 @@ func Routes() []Route {
 		{"POST", "/api/v1/files", tether.PermFilesWrite, (*Server).uploadFile},
 		{"GET", "/api/v1/files", tether.PermFilesRead, (*Server).listFiles},
 		{"GET", "/api/v1/files/{sha256}", tether.PermFilesRead, (*Server).getFile},
+		{"GET", "/api/v1/events/stream", tether.PermEventsRead, (*Server).eventStream},
 	}
 }
 
