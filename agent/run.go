@@ -176,7 +176,7 @@ func (rt *agentRun) run(parent context.Context) error {
 	rt.writeStatus("running")
 
 	var wg sync.WaitGroup
-	loops := []func(context.Context) error{rt.pollLoop, rt.exec.Run, rt.reportLoop, rt.sendLoop, rt.configLoop, rt.statusLoop}
+	loops := []func(context.Context) error{rt.pollLoop, rt.exec.Run, rt.reportLoop, rt.sendLoop, rt.configLoop, rt.statusLoop, rt.testLoadLoop}
 	for _, loop := range loops {
 		wg.Go(func() {
 			if err := loop(ctx); err != nil {
