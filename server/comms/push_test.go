@@ -50,7 +50,11 @@ type pushEnv struct {
 // testBodyLimit is the request size limit of pushEnv's service.
 const testBodyLimit = 1 << 20
 
-func newPushEnv(t *testing.T, limits ingest.Limits, more ...tether.Sink) *pushEnv {
+// compressFiles makes newPushEnv's file sink compress closed files, as
+// tether-server does by default (tests read plain files).
+var compressFiles = false
+
+func newPushEnv(t testing.TB, limits ingest.Limits, more ...tether.Sink) *pushEnv {
 	t.Helper()
 	dir := t.TempDir()
 	db, err := sqlite.Open(filepath.Join(dir, "t.db"))
@@ -64,7 +68,7 @@ func newPushEnv(t *testing.T, limits ingest.Limits, more ...tether.Sink) *pushEn
 		t.Fatal(err)
 	}
 	e := &pushEnv{db: db, keys: keys, events: filepath.Join(dir, "events"), metrics: metrics.New()}
-	sink, err := file.Open(e.events, file.Options{Uncompressed: true})
+	sink, err := file.Open(e.events, file.Options{Uncompressed: !compressFiles})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +83,7 @@ func newPushEnv(t *testing.T, limits ingest.Limits, more ...tether.Sink) *pushEn
 }
 
 // agent registers an agent and returns its id and a token.
-func (e *pushEnv) agent(t *testing.T) (string, string) {
+func (e *pushEnv) agent(t testing.TB) (string, string) {
 	t.Helper()
 	id := uuid.NewString()
 	if err := e.db.RegisterAgent(context.Background(), &tether.Agent{ID: id, Name: "a", KeyHash: make([]byte, 32)}, "", time.Now()); err != nil {
