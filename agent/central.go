@@ -67,6 +67,9 @@ func (rt *agentRun) applyCentral(version string, doc json.RawMessage, save bool)
 	if rt.db != nil {
 		rt.applyEventConfig(eff)
 	}
+	if rt.configApplied != nil {
+		notify(rt.configApplied) // the modules reconfigure themselves
+	}
 	if save {
 		if err := writeJSONFile(filepath.Join(rt.opts.DataDir, CentralFile), centralConfig{Version: version, Config: doc}, 0o600); err != nil {
 			rt.log.Warn("save centralized configuration", "err", err)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tetherhq/tether/agent/modules"
 	"gopkg.in/yaml.v3"
 )
 
@@ -45,6 +46,9 @@ type Config struct {
 	// ActiveResponse configures the active-response action
 	// (active_response).
 	ActiveResponse ActiveResponseConfig
+	// Modules configures the modules: the keys logcollector, inventory,
+	// health and plugins.
+	Modules modules.Config
 }
 
 // ActiveResponseConfig is the active_response key of agent.yaml.
@@ -58,10 +62,11 @@ type ActiveResponseConfig struct {
 func DefaultConfig() Config {
 	c := Config{PollWait: 50 * time.Second, BatchMaxEvents: 1000, BatchInterval: time.Second, LogLevel: "info"}
 	defaultEventConfig(&c)
+	c.Modules = modules.DefaultConfig()
 	return c
 }
 
-var configKeys = slices.Concat([]string{"poll_wait", "batch_max_events", "batch_interval", "log_level", "active_response"}, eventKeys)
+var configKeys = slices.Concat([]string{"poll_wait", "batch_max_events", "batch_interval", "log_level", "active_response"}, eventKeys, modules.Keys)
 
 var logLevels = []string{"debug", "info", "warn", "error"}
 
@@ -75,6 +80,7 @@ func (c Config) MarshalJSON() ([]byte, error) {
 		"active_response":  map[string]any{"bin_dirs": append([]string{}, c.ActiveResponse.BinDirs...)},
 	}
 	maps.Copy(m, c.eventConfigFields())
+	maps.Copy(m, c.Modules.Fields())
 	return json.Marshal(m)
 }
 
@@ -159,6 +165,8 @@ func parseConfigOver(cfg Config, data []byte) (Config, error) {
 			cfg.LogLevel = v
 		case "active_response":
 			cfg.ActiveResponse, err = activeResponseKey(k, &node)
+		case "logcollector", "inventory", "health", "plugins":
+			err = cfg.Modules.Parse(k, &node)
 		default:
 			var ok bool
 			if ok, err = parseEventKey(&cfg, k, &node); !ok {
@@ -209,8 +217,9 @@ func activeResponseKey(key string, node *yaml.Node) (ActiveResponseConfig, error
 }
 
 // refuseLocalOnly refuses, in a centralized configuration, the keys only
-// the host's own agent.yaml may set: active_response, so that whoever
-// manages the server cannot widen what the agent may run.
+// the host's own agent.yaml may set: active_response, and plugins given by
+// absolute path, so that whoever manages the server cannot widen what the
+// agent may run.
 func refuseLocalOnly(doc []byte) error {
 	var keys map[string]yaml.Node
 	if err := yaml.Unmarshal(doc, &keys); err != nil {
@@ -218,6 +227,9 @@ func refuseLocalOnly(doc []byte) error {
 	}
 	if _, ok := keys["active_response"]; ok {
 		return errors.New("active_response: not allowed here: the directories active-response may run from are set only in the agent's local agent.yaml")
+	}
+	if node, ok := keys["plugins"]; ok {
+		return modules.RefuseCentral("plugins", &node)
 	}
 	return nil
 }

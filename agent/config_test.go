@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tetherhq/tether/agent"
+	"github.com/tetherhq/tether/agent/modules"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -23,8 +24,9 @@ func TestParseConfig(t *testing.T) {
 		{name: "all keys", yaml: "poll_wait: 20s\nbatch_max_events: 50\nbatch_interval: 250ms\nlog_level: DEBUG\n" +
 			"batch_max_bytes: 256KiB\noutbox_max_bytes: 2GiB\noutbox_fsync_window: 0s\nrate_limit_events: 12.5\nrate_limit_bytes: 100000\ncompression: GZIP\n",
 			want: agent.Config{PollWait: 20 * time.Second, BatchMaxEvents: 50, BatchInterval: 250 * time.Millisecond, LogLevel: "debug",
-				BatchMaxBytes: 256 << 10, OutboxMaxBytes: 2 << 30, OutboxFsyncWindow: 0, RateLimitEvents: 12.5, RateLimitBytes: 100000, Compression: "gzip"}},
-		{name: "unknown key", yaml: "poll_wait: 20s\npoll_wiat: 3s\n", wantErr: `unknown key "poll_wiat" (known keys: poll_wait, batch_max_events, batch_interval, log_level, active_response, batch_max_bytes, outbox_max_bytes, outbox_fsync_window, rate_limit_events, rate_limit_bytes, compression)`},
+				BatchMaxBytes: 256 << 10, OutboxMaxBytes: 2 << 30, OutboxFsyncWindow: 0, RateLimitEvents: 12.5, RateLimitBytes: 100000, Compression: "gzip",
+				Modules: modules.DefaultConfig()}},
+		{name: "unknown key", yaml: "poll_wait: 20s\npoll_wiat: 3s\n", wantErr: `unknown key "poll_wiat" (known keys: poll_wait, batch_max_events, batch_interval, log_level, active_response, batch_max_bytes, outbox_max_bytes, outbox_fsync_window, rate_limit_events, rate_limit_bytes, compression, health, inventory, logcollector, plugins)`},
 		{name: "decimal size", yaml: "outbox_max_bytes: 1.5 GB\n", want: withEvents(func(c *agent.Config) { c.OutboxMaxBytes = 1_500_000_000 })},
 		{name: "outbox too small", yaml: "outbox_max_bytes: 1000\n", wantErr: `outbox_max_bytes: "1000" is not valid: want a size from 1MiB to 1TiB, like "1GiB" or a number of bytes`},
 		{name: "bad size unit", yaml: "outbox_max_bytes: 1 GiG\n", wantErr: "outbox_max_bytes:"},

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/tetherhq/tether/agent/modules"
 	"github.com/tetherhq/tether/agent/store"
 	"github.com/tetherhq/tether/client"
 )
@@ -47,6 +48,8 @@ func Run(ctx context.Context, opts RunOptions) error {
 	if log == nil {
 		log = slog.Default()
 	}
+	errLog := modules.NewErrorLog(10) // the last warnings, for the health document
+	log = slog.New(errLog.Handler(log.Handler()))
 	ident, err := LoadIdentity(opts.DataDir)
 	if err != nil {
 		return err
@@ -102,6 +105,9 @@ func Run(ctx context.Context, opts RunOptions) error {
 		kick:      make(chan struct{}, 1),
 		reportNow: make(chan struct{}, 1),
 		configNow: make(chan struct{}, 1),
+
+		configApplied: make(chan struct{}, 1),
+		errLog:        errLog,
 	}
 	return rt.run(ctx)
 }
@@ -122,6 +128,9 @@ type agentRun struct {
 	kick      chan struct{} // status changed
 	reportNow chan struct{} // results stored
 	configNow chan struct{} // the server has another configuration version
+
+	configApplied chan struct{}     // another effective configuration is in force
+	errLog        *modules.ErrorLog // last warnings and errors logged
 
 	mu         sync.Mutex
 	connected  bool
@@ -177,6 +186,7 @@ func (rt *agentRun) run(parent context.Context) error {
 
 	var wg sync.WaitGroup
 	loops := []func(context.Context) error{rt.pollLoop, rt.exec.Run, rt.reportLoop, rt.sendLoop, rt.configLoop, rt.statusLoop, rt.testLoadLoop}
+	loops = append(loops, rt.modulesLoop)
 	for _, loop := range loops {
 		wg.Go(func() {
 			if err := loop(ctx); err != nil {
@@ -206,19 +216,15 @@ func (rt *agentRun) run(parent context.Context) error {
 	}
 }
 
-// queueStartEvents queues the host inventory and the "started" event.
+// queueStartEvents queues the "started" event. (The inventory module sends
+// the host's inventory.)
 func (rt *agentRun) queueStartEvents() error {
 	now := time.Now().UTC()
-	inv, err := json.Marshal(collectInventory(rt.opts.Version))
-	if err != nil {
-		return err
-	}
 	started, err := json.Marshal(map[string]any{"version": rt.opts.Version, "pid": os.Getpid()})
 	if err != nil {
 		return err
 	}
 	return rt.emit(
-		store.Record{Stateful: true, Key: "host", Event: client.Event{ID: uuid.NewString(), Module: "inventory", Type: "host", CollectedAt: now, Payload: inv}},
 		store.Record{Event: client.Event{ID: uuid.NewString(), Module: "agent", Type: "started", CollectedAt: now, Payload: started}},
 	)
 }
