@@ -148,7 +148,7 @@ func (a *app) rootCommand() *cobra.Command {
 	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "time limit of each API call, as a `DURATION`")
 
 	root.AddCommand(a.apiTokensCommand(), a.tokensCommand(), a.agentsCommand(), a.groupsCommand(), a.commandsCommand(),
-		a.ordersCommand(), a.actionsCommand(), a.filesCommand())
+		a.ordersCommand(), a.actionsCommand(), a.filesCommand(), a.eventsCommand())
 	return root
 }
 
