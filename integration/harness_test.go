@@ -5,7 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // binDir holds the binaries built once by TestMain.
@@ -208,17 +213,39 @@ func (s *server) ctlJSON(t *testing.T, out any, args ...string) {
 	}
 }
 
-// readEvents returns every event line the server's file sink holds.
+// readEvents returns every event line the server's file sink holds, in
+// its plain files and in the zstd copies of the closed ones (a file being
+// compressed is read once, from whichever of the two it reads first).
 func readEvents(t *testing.T, dataDir string) []map[string]any {
 	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(dataDir, "events", "*.ndjson"))
+	plain, _ := filepath.Glob(filepath.Join(dataDir, "events", "*.ndjson"))
+	compressed, _ := filepath.Glob(filepath.Join(dataDir, "events", "*.ndjson.zst"))
+	files := append(compressed, plain...)
+	done := map[string]bool{}
 	var out []map[string]any
 	for _, f := range files {
+		base := strings.TrimSuffix(f, ".zst")
+		if done[base] {
+			continue
+		}
 		fh, err := os.Open(f)
+		if errors.Is(err, fs.ErrNotExist) && !strings.HasSuffix(f, ".zst") {
+			fh, err = os.Open(f + ".zst") // compressed meanwhile
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		sc := bufio.NewScanner(fh)
+		done[base] = true
+		var r io.Reader = fh
+		if strings.HasSuffix(fh.Name(), ".zst") {
+			dec, err := zstd.NewReader(fh)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dec.Close()
+			r = dec
+		}
+		sc := bufio.NewScanner(r)
 		sc.Buffer(make([]byte, 0, 1<<20), 8<<20)
 		for sc.Scan() {
 			var m map[string]any
@@ -226,6 +253,9 @@ func readEvents(t *testing.T, dataDir string) []map[string]any {
 				t.Fatalf("%s: bad line %q: %v", f, sc.Text(), err)
 			}
 			out = append(out, m)
+		}
+		if err := sc.Err(); err != nil {
+			t.Fatalf("%s: %v", f, err)
 		}
 		fh.Close()
 	}
