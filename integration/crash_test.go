@@ -25,7 +25,7 @@ type crashAgent struct {
 	id, dir, log string
 }
 
-func enrollCrashAgent(t *testing.T, s *server) crashAgent {
+func enrollCrashAgent(t testing.TB, s *server) crashAgent {
 	t.Helper()
 	var tok struct {
 		Token string `json:"token"`

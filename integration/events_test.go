@@ -104,14 +104,14 @@ func head(s []int) []int { return s[:min(len(s), 10)] }
 
 // startLoadAgent runs an enrolled agent with a test load and extra
 // environment.
-func startLoadAgent(t *testing.T, dir, load string) *proc {
+func startLoadAgent(t testing.TB, dir, load string) *proc {
 	t.Helper()
 	cmd := exec.Command(bin("tether-agent"), "run", "--data-dir", dir)
 	cmd.Env = append(os.Environ(), "TETHER_AGENT_TEST_LOAD="+load)
 	return startCmd(t, cmd)
 }
 
-func writeAgentConfig(t *testing.T, dir, yaml string) {
+func writeAgentConfig(t testing.TB, dir, yaml string) {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(dir, "agent.yaml"), []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -174,7 +174,7 @@ func TestEventsSurviveAgentSIGKILL(t *testing.T) {
 
 // restartServer starts tether-server again on the data directory,
 // configuration and addresses of s.
-func restartServer(t *testing.T, s *server) *server {
+func restartServer(t testing.TB, s *server) *server {
 	t.Helper()
 	comms, _ := url.Parse(s.commsURL)
 	api, _ := url.Parse(s.apiURL)

@@ -73,7 +73,7 @@ func (p *proc) Write(b []byte) (int, error) {
 
 // start runs a program in the background; it is killed at the end of the
 // test if still running.
-func start(t *testing.T, name string, args ...string) *proc {
+func start(t testing.TB, name string, args ...string) *proc {
 	t.Helper()
 	return startCmd(t, exec.Command(bin(name), args...))
 }
@@ -81,7 +81,7 @@ func start(t *testing.T, name string, args ...string) *proc {
 // startCmd starts cmd in the background, capturing its output; it is
 // stopped (SIGTERM, then SIGKILL) at the end of the test if still running,
 // and its output is logged if the test failed.
-func startCmd(t *testing.T, cmd *exec.Cmd) *proc {
+func startCmd(t testing.TB, cmd *exec.Cmd) *proc {
 	t.Helper()
 	p := &proc{cmd: cmd, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p, p
@@ -120,7 +120,7 @@ func (p *proc) exited(d time.Duration) (int, bool) {
 
 // run runs a program to completion and returns its stdout, stderr and exit
 // code.
-func run(t *testing.T, env []string, name string, args ...string) (string, string, int) {
+func run(t testing.TB, env []string, name string, args ...string) (string, string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -141,7 +141,7 @@ func run(t *testing.T, env []string, name string, args ...string) (string, strin
 }
 
 // await polls cond until it returns true or the deadline passes.
-func await(t *testing.T, d time.Duration, what string, cond func() bool) {
+func await(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
@@ -160,7 +160,7 @@ type server struct {
 
 var urlLine = regexp.MustCompile(`(?m)^(Comms API|Management API):\s+(\S+)$`)
 
-func startServer(t *testing.T, extra ...string) *server {
+func startServer(t testing.TB, extra ...string) *server {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "server.yaml")
@@ -195,14 +195,14 @@ func startServer(t *testing.T, extra ...string) *server {
 }
 
 // ctl runs tetherctl against the server with the admin token.
-func (s *server) ctl(t *testing.T, args ...string) (string, string, int) {
+func (s *server) ctl(t testing.TB, args ...string) (string, string, int) {
 	t.Helper()
 	return run(t, []string{"TETHER_SERVER=" + s.apiURL, "TETHER_CA_CERT=" + s.caCert, "TETHER_TOKEN=" + s.adminToken}, "tetherctl", args...)
 }
 
 // ctlJSON runs tetherctl -o json and decodes its output, failing the test on
 // a non-zero exit.
-func (s *server) ctlJSON(t *testing.T, out any, args ...string) {
+func (s *server) ctlJSON(t testing.TB, out any, args ...string) {
 	t.Helper()
 	stdout, stderr, code := s.ctl(t, append(args, "-o", "json")...)
 	if code != 0 {
