@@ -139,7 +139,7 @@ func (e *pushEnv) stored(t *testing.T, agent string) []map[string]any {
 // events returns n stateless events of about size payload bytes each.
 func events(seq uint64, n, size int) []*commsv1.Event {
 	out := make([]*commsv1.Event, n)
-	filler := strings.Repeat("x", max(0, size-40))
+	filler := strings.Repeat("x", max(0, size-19)) // a payload of about size bytes
 	for i := range out {
 		out[i] = &commsv1.Event{
 			Id: fmt.Sprintf("ev-%d-%d", seq, i), Module: "logcollector", Type: "line",
