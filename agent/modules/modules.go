@@ -135,11 +135,13 @@ func (m *Manager) Apply(cfg Config) {
 		return
 	}
 	var stopping []*running
+	changed := map[string]bool{}
 	for name, r := range m.running {
 		if c, ok := want[name]; !ok || !reflect.DeepEqual(c, r.cfg) {
 			stopping = append(stopping, r)
 			delete(m.running, name)
 			delete(m.status, name)
+			changed[name] = ok
 			if !ok {
 				m.log.Info("module stopped", "module", name)
 			}
@@ -170,7 +172,11 @@ func (m *Manager) Apply(cfg Config) {
 			defer close(r.done)
 			run(ctx)
 		}()
-		m.log.Info("module started", "module", name)
+		if changed[name] {
+			m.log.Info("module reconfigured", "module", name)
+		} else {
+			m.log.Info("module started", "module", name)
+		}
 	}
 }
 

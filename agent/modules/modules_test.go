@@ -18,11 +18,11 @@ import (
 
 // testLog is a logger that writes to the test's log only when -v or on
 // failure.
-func testLog(t *testing.T) *slog.Logger {
+func testLog(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-type tWriter struct{ t *testing.T }
+type tWriter struct{ t testing.TB }
 
 func (w tWriter) Write(b []byte) (int, error) {
 	w.t.Helper()
@@ -30,7 +30,7 @@ func (w tWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-func openStore(t *testing.T, dir string) *store.DB {
+func openStore(t testing.TB, dir string) *store.DB {
 	t.Helper()
 	db, err := store.Open(filepath.Join(dir, "agent.db"))
 	if err != nil {
@@ -49,7 +49,7 @@ type sink struct {
 	recs []store.Record
 }
 
-func newSink(t *testing.T, dir string) *sink {
+func newSink(t testing.TB, dir string) *sink {
 	db := openStore(t, dir)
 	t.Cleanup(func() { db.Close() })
 	return &sink{Outbox: db.Outbox, db: db}
@@ -74,7 +74,7 @@ func (s *sink) drain(t *testing.T) []store.Record {
 
 // startManager runs a Manager over db with cfg until the test ends (or
 // the returned stop is called).
-func startManager(t *testing.T, dataDir string, s *sink, cfg modules.Config, tweak func(*modules.Options)) (*modules.Manager, func()) {
+func startManager(t testing.TB, dataDir string, s *sink, cfg modules.Config, tweak func(*modules.Options)) (*modules.Manager, func()) {
 	t.Helper()
 	opts := modules.Options{Outbox: s, Log: testLog(t), DataDir: dataDir, AgentID: "agent-1", Version: "1.2.3",
 		Inventory: modules.InventorySources{DpkgStatus: "-", RPM: "-"}}
@@ -157,4 +157,9 @@ func texts(ls []line) []string {
 		out[i] = l.Line
 	}
 	return out
+}
+
+// slogWith returns log with e keeping its warnings and errors.
+func slogWith(e *modules.ErrorLog, log *slog.Logger) *slog.Logger {
+	return slog.New(e.Handler(log.Handler()))
 }
