@@ -128,6 +128,7 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 	mx := metrics.New()
 	mx.Gauge("tether_polls_waiting", "Long-polls held open by this node.", func() float64 { return float64(hub.Waiting()) })
 	mx.OrdersByStatus(n.store.CountOrders)
+	mx.Gauge("tether_event_streams", "Event streams (tetherctl events tail) open on this node.", func() float64 { return float64(n.live.Subscribers()) })
 	svc := comms.New(comms.Options{
 		Store: n.store, Sinks: []tether.Sink{n.sink, n.live}, Notifier: hub, Keys: keys, Presence: seen,
 		Log: log.With("api", "comms"), PollWait: time.Duration(cfg.PollWait), MaxPollWait: time.Duration(cfg.MaxPollWait),

@@ -538,6 +538,7 @@ func TestDeliveryReceiptsResultsAndMetrics(t *testing.T) {
 		`tether_order_delivery_seconds_count 1`,
 		`tether_order_completion_seconds_count 1`,
 		`tether_polls_waiting 0`,
+		`tether_event_streams 0`,
 		`tether_orders{action="get-config",status="success"} 1`,
 	} {
 		if !strings.Contains(string(body), want) {
