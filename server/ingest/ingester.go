@@ -122,6 +122,10 @@ func (in *Ingester) Ingest(ctx context.Context, b *tether.Batch) (Result, error)
 
 	for i, sink := range in.o.Sinks {
 		if err := in.write(ctx, i, sink, b, status == tether.BatchPending, since); err != nil {
+			if ctx.Err() != nil {
+				return 0, ctx.Err() // the caller went away; the batch stays pending
+			}
+			in.o.Log.Error("event sink failed; the batch stays pending until the agent sends it again", "err", err)
 			return 0, &tether.Error{Code: tether.EUNAVAILABLE, RetryAfter: time.Second,
 				Message: "event sink unavailable: retry later", Err: err}
 		}
@@ -133,10 +137,10 @@ func (in *Ingester) Ingest(ctx context.Context, b *tether.Batch) (Result, error)
 	}
 	crashPoint("finished")
 
+	// Counted once, when the batch's delivery succeeds: a first attempt
+	// that failed or crashed counted nothing.
 	in.o.Metrics.BatchIngested(result.String())
-	if result == Stored {
-		countEvents(in.o.Metrics, b.Events)
-	}
+	countEvents(in.o.Metrics, b.Events)
 	return result, nil
 }
 
