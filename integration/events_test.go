@@ -172,15 +172,23 @@ func TestEventsSurviveAgentSIGKILL(t *testing.T) {
 	t.Logf("%d SIGKILLs; %d events each stored once", kills, total)
 }
 
-// restartServer starts tether-server again on the data directory,
-// configuration and addresses of s.
+// restartServer starts tether-server again with the arguments of s, on the
+// addresses it listened on.
 func restartServer(t testing.TB, s *server) *server {
 	t.Helper()
 	comms, _ := url.Parse(s.commsURL)
 	api, _ := url.Parse(s.apiURL)
-	dir := filepath.Dir(s.dataDir)
-	p := start(t, "tether-server", "run", "--data-dir", s.dataDir, "--comms-addr", comms.Host,
-		"--api-addr", api.Host, "--config", filepath.Join(dir, "server.yaml"))
+	// The same arguments, on the addresses the first run listened on.
+	args := append([]string(nil), s.proc.cmd.Args[1:]...)
+	for i := 0; i+1 < len(args); i++ {
+		switch args[i] {
+		case "--comms-addr":
+			args[i+1] = comms.Host
+		case "--api-addr":
+			args[i+1] = api.Host
+		}
+	}
+	p := start(t, "tether-server", args...)
 	await(t, 30*time.Second, "the server to listen again", func() bool {
 		return strings.Contains(p.Output(), "Comms API:")
 	})
