@@ -19,7 +19,8 @@
 //	}
 //
 // A sink that stores batches in another shape (one message per batch,
-// protobuf…) converts them to records in its Reader. The suite closes every
+// protobuf…) converts them to records in its Reader. A sink that is a
+// tether.HeldSink is also checked for what its Held finds. The suite closes every
 // sink it opens; Readers may be called before and after Close.
 //
 // RunStorage adds the tests of what outlives one sink: a storage reopened
@@ -68,6 +69,7 @@ func Run(t *testing.T, open Opener) {
 		{"LargeEvent", testLargeEvent},
 		{"CanceledContext", testCanceledContext},
 		{"WriteAfterClose", testWriteAfterClose},
+		{"Held", testHeld},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
