@@ -146,8 +146,16 @@ executes them in order, and sends queued events. Logs go to stderr as JSON.
 The local configuration is read from DATA_DIR/agent.yaml (optional) or from
 --config. Keys:
   poll_wait: 50s          how long the server may hold a poll (1s to 5m)
-  batch_max_events: 1000  most events per batch (1 to 10000)
-  batch_interval: 1s      how long a batch may fill up (10ms to 1m)
+  batch_max_events: 1000  a batch goes when this many events wait (1 to 10000),
+  batch_max_bytes: 1MiB   or this many bytes (1KiB to 4MiB),
+  batch_interval: 1s      or when the oldest has waited this long (10ms to 1m)
+  outbox_max_bytes: 1GiB  bound of the event outbox (1MiB to 1TiB); when full,
+                          the oldest stateless events are dropped and counted
+  outbox_fsync_window: 100ms  longest an event append waits to share a disk
+                          commit (0s to 1s)
+  rate_limit_events: 0    most events sent per second (0: no limit)
+  rate_limit_bytes: 0     most event bytes sent per second (0: no limit)
+  compression: zstd       zstd, gzip or none
   log_level: info         debug, info, warn or error
   active_response:
     bin_dirs: [/opt/ar]   absolute directories whose executables the
@@ -273,7 +281,8 @@ func printStatus(w io.Writer, st agent.Status, now time.Time) {
 		{"Comms URL", st.CommsURL},
 		{"Connected", conn},
 		{"Last poll answer", lastPoll},
-		{"Queued events", fmt.Sprint(st.QueuedEvents)},
+		{"Queued events", queued(st)},
+		{"Dropped events", fmt.Sprintf("%d (outbox full; %d state changes compacted)", st.DroppedEvents, st.CompactedEvents)},
 		{"Pending orders", fmt.Sprint(st.PendingOrders)},
 		{"Pending results", fmt.Sprint(st.PendingResults)},
 		{"Dead-letter batches", fmt.Sprint(st.DeadLetterBatches)},
@@ -317,4 +326,16 @@ func newVersion(stdout io.Writer) *cobra.Command {
 			fmt.Fprintln(stdout, "tether-agent "+Version())
 		},
 	}
+}
+
+// queued describes what the outbox holds against its bound.
+func queued(st agent.Status) string {
+	s := fmt.Sprint(st.QueuedEvents)
+	if st.OutboxMaxBytes > 0 {
+		s += fmt.Sprintf(" (%.1f of %.0f MiB)", float64(st.QueuedBytes)/(1<<20), float64(st.OutboxMaxBytes)/(1<<20))
+	}
+	if st.UnreadableEvents > 0 {
+		s += fmt.Sprintf("; %d found unreadable and deleted", st.UnreadableEvents)
+	}
+	return s
 }
