@@ -230,7 +230,7 @@ func (lc *logCollector) scan(first bool) {
 				if p := findInDir(filepath.Dir(st.Path), id); p != "" && p != st.Path && lc.matched(st.Path) {
 					if t, ok := lc.open(id, p, 0); ok {
 						t.orphan, t.lastGrowth = true, now
-						lc.m.log.Info("logcollector: finishing a file rotated while the agent was stopped", "path", p, "was", st.Path)
+						lc.m.log.Info("logcollector: finishing a rotated file followed before the restart", "path", p, "was", st.Path)
 						continue
 					}
 				}
