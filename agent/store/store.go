@@ -1,7 +1,8 @@
 // Package store is the agent's durable local state, one bbolt file
 // (DATA_DIR/agent.db): the event outbox (Outbox) and the order store
 // (OrderStore). Every change is one bbolt transaction, fsynced on commit, so
-// a crash at any point leaves either the old or the new state.
+// a crash at any point leaves either the old or the new state; appends to
+// the outbox are group-committed, many to a transaction (see Outbox).
 //
 // bbolt holds an exclusive lock on the file while it is open: only one
 // process (tether-agent run) may open it at a time.
