@@ -74,7 +74,14 @@ func (rt *agentRun) pollLoop(ctx context.Context) error {
 		applied := rt.central.Version
 		rt.mu.Unlock()
 		version := cmp.Or(seen, applied)
-		res, err := rt.client.Poll(ctx, client.PollRequest{Wait: rt.config().PollWait, Received: received, Queued: queued, ConfigVersion: version})
+		wait := rt.config().PollWait
+		if version == "" {
+			// A poll without a configuration version is not woken by a
+			// change of configuration: keep it short until one is known
+			// (the first poll of a new agent, racing the first GetConfig).
+			wait = min(wait, 5*time.Second)
+		}
+		res, err := rt.client.Poll(ctx, client.PollRequest{Wait: wait, Received: received, Queued: queued, ConfigVersion: version})
 		rt.noteCall(ctx, err)
 		if ctx.Err() != nil {
 			return nil
