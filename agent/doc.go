@@ -11,6 +11,8 @@
 //	agent.db         bbolt: event outbox, batch sequence, orders, unacknowledged results
 //	status.json      what run is doing, rewritten every ~2 s (bbolt locks agent.db)
 //	dead-letter.ndjson  batches the server refused as invalid
+//	plugins/         plugin executables a centralized configuration may name
+//	plugin-state/    one directory per plugin, kept across runs
 //	upgrade/         an upgrade's download in progress (SHA256.part) and the
 //	                 record of the last upgrade (state.json; see Upgrader)
 //
