@@ -77,10 +77,14 @@ func (rt *agentRun) sendLoop(ctx context.Context) error {
 		if b == nil {
 			continue
 		}
+		crashPoint("batched")
 		if !lim.wait(ctx, len(b.Records), b.Bytes) {
 			return nil
 		}
 		err = rt.push(ctx, b)
+		if err == nil {
+			crashPoint("sent")
+		}
 		if code(err) == connect.CodeResourceExhausted {
 			rt.noteCall(ctx, nil) // reachable: only slowed down
 		} else {

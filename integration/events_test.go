@@ -104,10 +104,10 @@ func head(s []int) []int { return s[:min(len(s), 10)] }
 
 // startLoadAgent runs an enrolled agent with a test load and extra
 // environment.
-func startLoadAgent(t testing.TB, dir, load string) *proc {
+func startLoadAgent(t testing.TB, dir, load string, env ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(bin("tether-agent"), "run", "--data-dir", dir)
-	cmd.Env = append(os.Environ(), "TETHER_AGENT_TEST_LOAD="+load)
+	cmd.Env = append(append(os.Environ(), "TETHER_AGENT_TEST_LOAD="+load), env...)
 	return startCmd(t, cmd)
 }
 
@@ -138,8 +138,9 @@ func stopAgent(p *proc) {
 }
 
 // TestEventsSurviveAgentSIGKILL kills the agent with SIGKILL again and
-// again while it queues and sends events in small batches: in the end the
-// server's sink holds every event exactly once.
+// again while it queues and sends events in small batches — at random
+// moments, and at the two steps of a batch's life where a kill matters
+// most — and in the end the server's sink holds every event exactly once.
 func TestEventsSurviveAgentSIGKILL(t *testing.T) {
 	s := startServer(t)
 	a := enrollCrashAgent(t, s)
@@ -148,13 +149,27 @@ func TestEventsSurviveAgentSIGKILL(t *testing.T) {
 	writeAgentConfig(t, a.dir, "batch_max_events: 150\nbatch_interval: 20ms\noutbox_fsync_window: 20ms\n")
 	const total = 20000
 	load := fmt.Sprintf("%d:4000", total)
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 11))
+	// Killed with a batch handed out but not sent, and with a batch the
+	// server acknowledged but the outbox still holds (sent again: the
+	// server must store it once).
 	kills := 0
-	for ; kills < 10; kills++ {
+	for _, at := range []string{"batched:3", "sent:5", "batched:1", "sent:1"} {
+		p := startLoadAgent(t, a.dir, load, "TETHER_AGENT_CRASH_AT="+at)
+		if _, ok := p.exited(30 * time.Second); !ok {
+			t.Fatalf("the agent did not reach crash point %s", at)
+		}
+		if ws, _ := p.cmd.ProcessState.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+			t.Fatalf("the agent ended with %v, want SIGKILL at %s", p.cmd.ProcessState, at)
+		}
+		kills++
+	}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 11))
+	for range 8 {
 		p := startLoadAgent(t, a.dir, load)
 		time.Sleep(time.Duration(300+rng.IntN(900)) * time.Millisecond)
 		_ = p.cmd.Process.Kill() // SIGKILL
 		<-p.done
+		kills++
 	}
 	p := startLoadAgent(t, a.dir, load)
 	var seen map[int]int
