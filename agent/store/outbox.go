@@ -416,15 +416,15 @@ func (o *Outbox) run() {
 				t.Stop()
 			}
 		}
+		select {
+		case <-o.full: // consumed with this group
+		default:
+		}
 		o.mu.Lock()
 		reqs := o.queue
 		o.queue, o.queued = nil, 0
 		o.drained.Broadcast()
 		o.mu.Unlock()
-		select {
-		case <-o.full: // consumed with this group
-		default:
-		}
 		now := time.Now()
 		due := len(reqs) > 0 || o.bytes.Load() > o.maxBytes.Load() ||
 			(o.unreported.Load() && now.Sub(o.lastReport) >= dropReportEvery)
