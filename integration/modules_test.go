@@ -164,3 +164,22 @@ func writeGroupConfig(t *testing.T, path, yaml string) {
 		t.Fatal(err)
 	}
 }
+
+// TestPluginDiesWithTheAgent: an agent killed with SIGKILL cannot stop its
+// plugins; the kernel kills them, so the next agent does not find a second
+// copy running.
+func TestPluginDiesWithTheAgent(t *testing.T) {
+	s := startServer(t)
+	a := enrollCrashAgent(t, s)
+	buildTicker(t, filepath.Join(a.dir, "plugins"))
+	writeAgentConfig(t, a.dir, "plugins: [{name: ticker, command: ticker-plugin, config: {interval: 100ms}}]\n")
+	p := a.start(t, "")
+	await(t, 20*time.Second, "ticks", func() bool { return len(moduleEvents(t, s.dataDir, "ticker")) > 0 })
+	var tick struct {
+		PID int `json:"pid"`
+	}
+	_ = json.Unmarshal(moduleEvents(t, s.dataDir, "ticker")[0], &tick)
+	_ = p.cmd.Process.Kill() // SIGKILL
+	<-p.done
+	await(t, 5*time.Second, "the plugin to die with the agent", func() bool { return !processAlive(tick.PID) })
+}

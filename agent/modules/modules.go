@@ -100,8 +100,8 @@ func NewManager(opts Options) *Manager {
 	return &Manager{opts: opts, log: opts.Log, running: map[string]*running{}, status: map[string]any{}}
 }
 
-// Start sets the context the modules run under; Apply before Start only
-// records nothing. Stop ends them.
+// Start sets the context the modules run under (Apply before Start does
+// nothing); Stop ends them.
 func (m *Manager) Start(ctx context.Context) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
