@@ -161,6 +161,18 @@ The local configuration is read from DATA_DIR/agent.yaml (optional) or from
     bin_dirs: [/opt/ar]   absolute directories whose executables the
                           active-response action may run, besides
                           DATA_DIR/active-response/bin (local file only)
+  logcollector:           files to follow, across rotation
+    files: [{path: /var/log/*.log, start_at: end}]
+    max_line_bytes: 65536 longer lines are sent in parts
+    poll_interval: 250ms
+  inventory: {enabled: true, interval: 1h, resend_every: 24h}
+  health: {enabled: true, interval: 1m}
+  plugins:                child processes speaking tether.plugin.v1 frames
+    - {name: NAME, command: EXECUTABLE, args: [], config: {}}
+                          EXECUTABLE: a name in DATA_DIR/plugins, or an
+                          absolute path (local file only)
+The module keys (logcollector, inventory, health, plugins) are described in
+docs/modules.md.
 
 Exit status: 0 when stopped by a signal, 1 on error (including when the
 server says the agent was removed or disabled).`,
