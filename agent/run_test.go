@@ -121,10 +121,16 @@ func (f *fakeComms) ReportResults(_ context.Context, req *connect.Request[commsv
 	defer f.mu.Unlock()
 	resp := &commsv1.ReportResultsResponse{}
 	for _, r := range req.Msg.GetResults() {
-		if _, dup := f.results[r.GetOrderId()]; dup {
-			panic("result reported twice: " + r.GetOrderId()) // the agent deletes acked results
+		// A report whose acknowledgement the agent did not see (it was
+		// stopping) comes again: like the server, keep the first and
+		// acknowledge again. A second report must say the same.
+		if first, dup := f.results[r.GetOrderId()]; dup {
+			if first.GetStatus() != r.GetStatus() || first.GetMessage() != r.GetMessage() {
+				panic("result reported twice, differently: " + r.GetOrderId())
+			}
+		} else {
+			f.results[r.GetOrderId()] = r
 		}
-		f.results[r.GetOrderId()] = r
 		resp.AcknowledgedOrderIds = append(resp.AcknowledgedOrderIds, r.GetOrderId())
 	}
 	return connect.NewResponse(resp), nil
