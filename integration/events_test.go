@@ -1,8 +1,6 @@
 package integration_test
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -32,32 +30,18 @@ type sinkEvent struct {
 	Payload  json.RawMessage `json:"payload"`
 }
 
-// sinkEvents reads the events of the file sink's open files, skipping a
-// last line still being written.
+// sinkEvents reads the events of the file sink's files, skipping a last
+// line still being written.
 func sinkEvents(t *testing.T, dataDir string) []sinkEvent {
 	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(dataDir, "events", "*.ndjson"))
 	var out []sinkEvent
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
+	eachEventLine(t, dataDir, func(f string, line []byte) {
+		var e sinkEvent
+		if err := json.Unmarshal(line, &e); err != nil {
+			t.Fatalf("%s: bad line %q: %v", f, line, err)
 		}
-		if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
-			b = b[:i+1]
-		} else {
-			continue
-		}
-		sc := bufio.NewScanner(bytes.NewReader(b))
-		sc.Buffer(make([]byte, 0, 1<<20), 16<<20)
-		for sc.Scan() {
-			var e sinkEvent
-			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-				t.Fatalf("%s: bad line %q: %v", f, sc.Text(), err)
-			}
-			out = append(out, e)
-		}
-	}
+		out = append(out, e)
+	})
 	return out
 }
 

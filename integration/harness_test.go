@@ -1,7 +1,6 @@
 package integration_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -218,12 +217,25 @@ func (s *server) ctlJSON(t testing.TB, out any, args ...string) {
 // compressed is read once, from whichever of the two it reads first).
 func readEvents(t *testing.T, dataDir string) []map[string]any {
 	t.Helper()
+	var out []map[string]any
+	eachEventLine(t, dataDir, func(f string, line []byte) {
+		var m map[string]any
+		if err := json.Unmarshal(line, &m); err != nil {
+			t.Fatalf("%s: bad line %q: %v", f, line, err)
+		}
+		out = append(out, m)
+	})
+	return out
+}
+
+// eachEventLine calls fn with every complete line of the file sink's files,
+// compressed ones included; a last line still being written is skipped.
+func eachEventLine(t *testing.T, dataDir string, fn func(file string, line []byte)) {
+	t.Helper()
 	plain, _ := filepath.Glob(filepath.Join(dataDir, "events", "*.ndjson"))
 	compressed, _ := filepath.Glob(filepath.Join(dataDir, "events", "*.ndjson.zst"))
-	files := append(compressed, plain...)
 	done := map[string]bool{}
-	var out []map[string]any
-	for _, f := range files {
+	for _, f := range append(compressed, plain...) {
 		base := strings.TrimSuffix(f, ".zst")
 		if done[base] {
 			continue
@@ -242,22 +254,20 @@ func readEvents(t *testing.T, dataDir string) []map[string]any {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer dec.Close()
-			r = dec
+			r = dec.IOReadCloser()
 		}
-		sc := bufio.NewScanner(r)
-		sc.Buffer(make([]byte, 0, 1<<20), 8<<20)
-		for sc.Scan() {
-			var m map[string]any
-			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-				t.Fatalf("%s: bad line %q: %v", f, sc.Text(), err)
-			}
-			out = append(out, m)
-		}
-		if err := sc.Err(); err != nil {
+		b, err := io.ReadAll(r)
+		fh.Close()
+		if err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
-		fh.Close()
+		if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
+			b = b[:i+1]
+		} else {
+			continue
+		}
+		for line := range bytes.Lines(b) {
+			fn(f, bytes.TrimSuffix(line, []byte("\n")))
+		}
 	}
-	return out
 }
