@@ -52,6 +52,22 @@ func (h *Hub) Notify(agentIDs ...string) {
 	}
 }
 
+// NotifyAll wakes every subscriber: each waiting poll looks at the store
+// again. A cluster Notifier calls it after it may have missed notifications
+// (its connection to the other nodes was lost and is back).
+func (h *Hub) NotifyAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, m := range h.subs {
+		for ch := range m {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
 // Waiting returns the number of subscriptions held (for metrics).
 func (h *Hub) Waiting() int {
 	h.mu.Lock()

@@ -32,3 +32,22 @@ func TestHubWakesOnlyItsAgent(t *testing.T) {
 		t.Fatalf("after release Waiting() = %d, want 1", got)
 	}
 }
+
+func TestHubNotifyAllWakesEverySubscriber(t *testing.T) {
+	h := notify.NewHub()
+	var chans []<-chan struct{}
+	for _, id := range []string{"a", "a", "b", "c"} {
+		ch, release := h.Subscribe(id)
+		defer release()
+		chans = append(chans, ch)
+	}
+	h.NotifyAll()
+	h.NotifyAll() // coalesces, must not block
+	for i, ch := range chans {
+		select {
+		case <-ch:
+		default:
+			t.Fatalf("subscriber %d not woken", i)
+		}
+	}
+}
