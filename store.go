@@ -278,3 +278,20 @@ type Notifier interface {
 	// Notify wakes every subscriber of the agents.
 	Notify(agentIDs ...string)
 }
+
+// ChangeNotifier is a Notifier that reaches the other server nodes of a
+// cluster. Besides waking the polls they hold, it tells them what changed in
+// the store, so that they drop what they cached of it: a node caches agent
+// records and configuration versions for a few seconds. The comms API calls
+// it when a Notifier implements it.
+type ChangeNotifier interface {
+	Notifier
+	// AgentChanged tells the other nodes that the agents' records changed
+	// (deleted, disabled, re-enrolled, groups replaced). Call it after the
+	// change is committed and before waking the agents.
+	AgentChanged(agentIDs ...string)
+	// ConfigChanged tells the other nodes that a group's configuration
+	// changed (or a group was created or deleted). Call it after the
+	// change is committed and before waking the agents.
+	ConfigChanged()
+}

@@ -53,11 +53,13 @@ type cachedVersion struct {
 }
 
 // ForgetConfigs drops the cached configuration versions (after a group's
-// configuration changed through this node).
+// configuration changed through this node) and, when the Notifier reaches
+// other nodes (a tether.ChangeNotifier), tells them to drop theirs.
 func (s *Service) ForgetConfigs() {
-	s.configs.mu.Lock()
-	clear(s.configs.m)
-	s.configs.mu.Unlock()
+	s.DropConfigs()
+	if cn, ok := s.o.Notifier.(tether.ChangeNotifier); ok {
+		cn.ConfigChanged()
+	}
 }
 
 // configVersion returns the version of the configuration that GetConfig

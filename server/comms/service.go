@@ -144,11 +144,13 @@ func (s *Service) Handler() http.Handler {
 }
 
 // Forget drops the cached record of an agent (after it was deleted or
-// changed through this node).
+// changed through this node) and, when the Notifier reaches other nodes
+// (a tether.ChangeNotifier), tells them to drop theirs.
 func (s *Service) Forget(agentID string) {
-	s.mu.Lock()
-	delete(s.agents, agentID)
-	s.mu.Unlock()
+	s.DropAgent(agentID)
+	if cn, ok := s.o.Notifier.(tether.ChangeNotifier); ok {
+		cn.AgentChanged(agentID)
+	}
 }
 
 // authenticate checks the bearer token of a call and returns its agent.
