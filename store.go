@@ -6,9 +6,10 @@ import (
 )
 
 // Store is the server's durable state: tokens, agents, command requests and
-// orders, agent state documents, signing keys and configuration. Every server
-// node of a cluster shares one Store. Implementations live in their own
-// packages (server/sqlite) and all pass the suite in server/storetest.
+// orders, agent state documents, signing keys, cluster secrets and
+// configuration. Every server node of a cluster shares one Store.
+// Implementations live in their own packages (server/sqlite,
+// server/postgres) and all pass the suite in server/storetest.
 //
 // Methods return *Error values with ENOTFOUND for missing entities and
 // ECONFLICT for forbidden transitions; other errors are internal.
@@ -41,6 +42,13 @@ type TokenStore interface {
 	// atomic step (two nodes revoking the last two admin tokens at once
 	// cannot both succeed).
 	RevokeToken(ctx context.Context, id string, at time.Time) error
+	// CreateFirstAdmin stores t, an admin token (anything else is EINVALID
+	// on the field "role"), unless the store holds an admin token already,
+	// revoked or not, and reports whether it stored it. Defaults are filled
+	// in as by CreateToken. The check and the insertion are one atomic
+	// step: of several nodes starting at once on a new store, exactly one
+	// creates the bootstrap admin token.
+	CreateFirstAdmin(ctx context.Context, t *Token) (bool, error)
 }
 
 // AgentStore holds the agent registry.
@@ -214,7 +222,10 @@ type SigningKey struct {
 	RetiredAt time.Time
 }
 
-// KeyStore holds JWT signing keys and other cluster secrets.
+// KeyStore holds JWT signing keys and other cluster secrets: what every
+// node of a cluster must hold alike (the CA that issues the nodes'
+// certificates, the release-signing key), written once by the first node
+// that needs it.
 type KeyStore interface {
 	// SigningKeys lists every signing key, newest first.
 	SigningKeys(ctx context.Context) ([]*SigningKey, error)
@@ -223,7 +234,9 @@ type KeyStore interface {
 	// Secret returns a named cluster secret (ENOTFOUND when absent).
 	Secret(ctx context.Context, name string) ([]byte, error)
 	// PutSecretOnce stores a named secret unless it exists, and returns the
-	// stored value (the one given, or the one already there).
+	// stored value (the one given, or the one already there). Of concurrent
+	// calls for one name, from any number of nodes, one stores its value
+	// and every call returns that value.
 	PutSecretOnce(ctx context.Context, name string, value []byte) ([]byte, error)
 }
 

@@ -58,10 +58,8 @@ func groupsVal(s string) ([]string, error) {
 	return groups, nil
 }
 
-// CreateToken stores a new token. A zero CreatedAt is set to the current
-// time, a zero Kind to the role's default kind. A token id in use is
-// ECONFLICT.
-func (db *DB) CreateToken(ctx context.Context, t *tether.Token) error {
+// prepareToken fills in the defaults of a new token and checks its kind.
+func (db *DB) prepareToken(t *tether.Token) error {
 	if t.Kind == "" {
 		t.Kind = tether.DefaultKind(t.Role)
 	}
@@ -71,14 +69,32 @@ func (db *DB) CreateToken(ctx context.Context, t *tether.Token) error {
 	if t.CreatedAt.IsZero() {
 		t.CreatedAt = db.now().UTC()
 	}
+	return nil
+}
+
+// tokenArgs returns the values of tokenColumns for t.
+func tokenArgs(t *tether.Token) ([]any, error) {
 	groups, err := groupsArg(t.Groups)
+	if err != nil {
+		return nil, err
+	}
+	return []any{t.ID, t.Name, string(t.Role), string(t.Kind), t.SecretHash, groups, t.MaxUses, t.Uses,
+		timeArg(t.ExpiresAt), timeArg(t.RevokedAt), timeArg(t.CreatedAt), t.CreatedBy}, nil
+}
+
+// CreateToken stores a new token. A zero CreatedAt is set to the current
+// time, a zero Kind to the role's default kind. A token id in use is
+// ECONFLICT.
+func (db *DB) CreateToken(ctx context.Context, t *tether.Token) error {
+	if err := db.prepareToken(t); err != nil {
+		return err
+	}
+	args, err := tokenArgs(t)
 	if err != nil {
 		return err
 	}
 	_, err = db.writer.ExecContext(ctx, `INSERT INTO tokens (`+tokenColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		t.ID, t.Name, string(t.Role), string(t.Kind), t.SecretHash, groups, t.MaxUses, t.Uses,
-		timeArg(t.ExpiresAt), timeArg(t.RevokedAt), timeArg(t.CreatedAt), t.CreatedBy)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
 	if isUniqueViolation(err) {
 		return tether.Errorf(tether.ECONFLICT, "token %q already exists", t.ID)
 	}
@@ -86,6 +102,38 @@ func (db *DB) CreateToken(ctx context.Context, t *tether.Token) error {
 		return fmt.Errorf("insert token: %w", err)
 	}
 	return nil
+}
+
+// CreateFirstAdmin stores t, an admin token, unless the store holds an
+// admin token already, and reports whether it did: one statement in a
+// write transaction, which holds the database's write lock.
+func (db *DB) CreateFirstAdmin(ctx context.Context, t *tether.Token) (bool, error) {
+	if t.Role != tether.RoleAdmin {
+		return false, tether.FieldError("role", "want %q, not %q", tether.RoleAdmin, t.Role)
+	}
+	if err := db.prepareToken(t); err != nil {
+		return false, err
+	}
+	args, err := tokenArgs(t)
+	if err != nil {
+		return false, err
+	}
+	var created bool
+	err = db.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO tokens (`+tokenColumns+`)
+			SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+			WHERE NOT EXISTS (SELECT 1 FROM tokens WHERE role = 'admin')`, args...)
+		if isUniqueViolation(err) {
+			return tether.Errorf(tether.ECONFLICT, "token %q already exists", t.ID)
+		}
+		if err != nil {
+			return fmt.Errorf("insert token: %w", err)
+		}
+		n, err := rowsAffected(res)
+		created = n == 1
+		return err
+	})
+	return created, err
 }
 
 // Token returns the token with the id, revoked or not.

@@ -1,5 +1,5 @@
 // Package storetest is the conformance suite of tether.Store: every
-// implementation (server/sqlite, and later PostgreSQL) runs the same test
+// implementation (server/sqlite, server/postgres) runs the same test
 // bodies, which use the store through the interface only.
 //
 // Usage, in the implementation's tests:
@@ -49,6 +49,9 @@ func Run(t *testing.T, open func(t *testing.T) tether.Store) {
 		{"TokenKind", testTokenKind},
 		{"RevokeLastAdmin", testRevokeLastAdmin},
 		{"RevokeLastAdminConcurrent", testRevokeLastAdminConcurrent},
+		{"CreateFirstAdmin", testCreateFirstAdmin},
+		{"CreateFirstAdminRevoked", testCreateFirstAdminRevoked},
+		{"CreateFirstAdminConcurrent", testCreateFirstAdminConcurrent},
 		{"RegisterAgent", testRegisterAgent},
 		{"RegisterAgentAgain", testRegisterAgentAgain},
 		{"RegisterAgentRefused", testRegisterAgentRefused},

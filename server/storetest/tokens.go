@@ -243,3 +243,88 @@ func testRevokeLastAdminConcurrent(t *testing.T, s tether.Store) {
 		}
 	}
 }
+
+// testCreateFirstAdmin creates the bootstrap admin token once: a store that
+// holds an admin token already, revoked or not, creates no other.
+func testCreateFirstAdmin(t *testing.T, s tether.Store) {
+	bad := newToken("viewer", tether.RoleViewer, t0)
+	created, err := s.CreateFirstAdmin(ctx(t), bad)
+	wantCode(t, err, tether.EINVALID)
+	if e, ok := err.(*tether.Error); !ok || e.Field != "role" {
+		t.Errorf("CreateFirstAdmin of a viewer token: %v; want an error on the field role", err)
+	}
+	if created {
+		t.Errorf("CreateFirstAdmin of a viewer token reports it created it")
+	}
+	// Tokens of other roles do not count.
+	must(t, s.CreateToken(ctx(t), bad))
+
+	first := newToken("admin", tether.RoleAdmin, t0)
+	first.CreatedBy = ""
+	created, err = s.CreateFirstAdmin(ctx(t), first)
+	must(t, err)
+	if !created {
+		t.Fatal("CreateFirstAdmin on a store without admin tokens did not create one")
+	}
+	if first.Kind != tether.KindUser {
+		t.Errorf("CreateFirstAdmin without a kind set Kind %q, want %q", first.Kind, tether.KindUser)
+	}
+	got, err := s.Token(ctx(t), first.ID)
+	must(t, err)
+	checkToken(t, got, first)
+
+	second := newToken("again", tether.RoleAdmin, at(time.Minute))
+	created, err = s.CreateFirstAdmin(ctx(t), second)
+	must(t, err)
+	if created {
+		t.Error("CreateFirstAdmin created a second admin token")
+	}
+	_, err = s.Token(ctx(t), second.ID)
+	wantCode(t, err, tether.ENOTFOUND)
+	// CreateToken still creates other admin tokens.
+	must(t, s.CreateToken(ctx(t), second))
+}
+
+// testCreateFirstAdminRevoked: a revoked admin token counts.
+func testCreateFirstAdminRevoked(t *testing.T, s tether.Store) {
+	old := newToken("old", tether.RoleAdmin, t0)
+	old.RevokedAt = at(time.Hour)
+	must(t, s.CreateToken(ctx(t), old))
+	created, err := s.CreateFirstAdmin(ctx(t), newToken("admin", tether.RoleAdmin, at(2*time.Hour)))
+	must(t, err)
+	if created {
+		t.Error("CreateFirstAdmin created an admin token in a store that holds a revoked one")
+	}
+}
+
+// testCreateFirstAdminConcurrent: of many nodes starting at once, one
+// creates the bootstrap admin token.
+func testCreateFirstAdminConcurrent(t *testing.T, s tether.Store) {
+	const n = 10
+	created := make([]bool, n)
+	var start, wg sync.WaitGroup
+	start.Add(1)
+	for i := range n {
+		wg.Go(func() {
+			start.Wait()
+			var err error
+			created[i], err = s.CreateFirstAdmin(ctx(t), newToken(fmt.Sprintf("admin-%d", i), tether.RoleAdmin, t0))
+			if err != nil {
+				t.Errorf("CreateFirstAdmin: %v", err)
+			}
+		})
+	}
+	start.Done()
+	wg.Wait()
+	yes := 0
+	for _, c := range created {
+		if c {
+			yes++
+		}
+	}
+	admins, err := s.Tokens(ctx(t), tether.TokenFilter{Role: tether.RoleAdmin, IncludeRevoked: true})
+	must(t, err)
+	if yes != 1 || len(admins) != 1 {
+		t.Errorf("%d calls created the first admin token and %d are stored, want 1 and 1", yes, len(admins))
+	}
+}
