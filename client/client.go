@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -10,9 +9,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -24,15 +23,27 @@ import (
 // Config configures a Client.
 type Config struct {
 	// URLs are the comms API base URLs, for example
-	// https://127.0.0.1:7443. The client uses the first and moves to the
-	// next when one is unavailable. At least one is required.
+	// https://tether.example.com:7443. At least one is required. A URL
+	// whose host name resolves to several addresses counts as one
+	// endpoint per address (unless HTTPClient is set or a proxy applies).
+	// The client starts at an endpoint drawn at random, keeps to it while
+	// it works, moves to another when it cannot be reached (a network
+	// failure, UNAVAILABLE, or no answer in time) and avoids the failed
+	// one for a while; see Failover.
 	URLs []string
+	// Failover tunes the choice among endpoints (the zero value is the
+	// defaults).
+	Failover Failover
+	// Resolver resolves the URLs' host names (net.DefaultResolver when
+	// nil).
+	Resolver Resolver
 	// AgentID and AgentKey are the identity received at enrollment.
 	AgentID, AgentKey string
 	// RootCAs verifies the server's certificate; nil means the system roots.
 	RootCAs *x509.CertPool
-	// HTTPClient, when set, is used as is (RootCAs is then ignored). It must
-	// not set a Timeout shorter than the longest poll.
+	// HTTPClient, when set, is used as is (RootCAs is then ignored, and
+	// host names are not resolved to several endpoints). It must not set
+	// a Timeout shorter than the longest poll.
 	HTTPClient *http.Client
 	// UserAgent is sent as the User-Agent header, for example
 	// "tether-agent/1.2.0".
@@ -58,11 +69,8 @@ const (
 // Client calls the comms API for one agent. It is safe for concurrent use.
 type Client struct {
 	cfg  Config
-	hc   *http.Client // also used by Download
-	urls []string
-	svcs [sendKinds][]commsv1connect.AgentServiceClient // by compression, by URL
+	eps  *endpoints
 	comp sendCompression
-	cur  atomic.Int64 // index of the URL in use
 
 	authSem chan struct{} // one Authenticate at a time
 
@@ -80,33 +88,37 @@ func New(cfg Config) (*Client, error) {
 	if cfg.AgentID == "" || cfg.AgentKey == "" {
 		return nil, errors.New("no agent id or agent key")
 	}
-	hc := cfg.HTTPClient
-	if hc == nil {
-		hc = &http.Client{Transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: cfg.RootCAs},
-			ForceAttemptHTTP2:     true,
-			TLSHandshakeTimeout:   10 * time.Second,
-			IdleConnTimeout:       90 * time.Second,
-			ExpectContinueTimeout: time.Second,
-			MaxIdleConnsPerHost:   4,
-		}}
-	}
-	c := &Client{cfg: cfg, hc: hc, authSem: make(chan struct{}, 1)}
+	c := &Client{cfg: cfg, authSem: make(chan struct{}, 1)}
 	if err := c.SetCompression(cfg.Compression); err != nil {
 		return nil, err
 	}
+	var urls []string
+	var expand []bool
 	for _, raw := range cfg.URLs {
 		u, err := url.Parse(strings.TrimRight(raw, "/"))
 		if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
 			return nil, fmt.Errorf("comms URL %q: want https://HOST:PORT", raw)
 		}
-		c.urls = append(c.urls, u.String())
-		for kind := range sendKinds {
-			c.svcs[kind] = append(c.svcs[kind], commsv1connect.NewAgentServiceClient(hc, u.String(), compressionOptions(kind)...))
+		if slices.Contains(urls, u.String()) {
+			continue
 		}
+		urls = append(urls, u.String())
+		expand = append(expand, cfg.HTTPClient == nil && resolvable(u))
 	}
+	resolver := cfg.Resolver
+	if resolver == nil {
+		resolver = net.DefaultResolver
+	}
+	c.eps = newEndpoints(cfg.Failover.withDefaults(), resolver, urls, expand, func(base, addr string) *endpoint {
+		e := &endpoint{url: base, addr: addr, hc: cfg.HTTPClient}
+		if e.hc == nil {
+			e.hc = &http.Client{Transport: newTransport(cfg.RootCAs, addr)}
+		}
+		for kind := range sendKinds {
+			e.svcs[kind] = commsv1connect.NewAgentServiceClient(e.hc, base, compressionOptions(kind)...)
+		}
+		return e
+	})
 	return c, nil
 }
 
@@ -122,7 +134,7 @@ func (c *Client) SetCompression(name string) error {
 }
 
 // URL returns the comms URL the client currently uses.
-func (c *Client) URL() string { return c.urls[int(c.cur.Load())%len(c.urls)] }
+func (c *Client) URL() string { return c.eps.current().url }
 
 // Authenticate exchanges the agent's identity for a new token, caches it
 // and returns the session. Other methods call it when needed; calling it
@@ -222,35 +234,49 @@ func call[Req, Resp any](ctx context.Context, c *Client, timeout time.Duration, 
 	return resp, err
 }
 
-// do sends one RPC, moving to the next URL when the current one is
-// unavailable, and sending gzip when the server refuses zstd. Errors are
+// do sends one RPC, moving to another endpoint when the one tried cannot
+// be reached, and sending gzip when the server refuses zstd. Errors are
 // *Error.
 func do[Req, Resp any](ctx context.Context, c *Client, tok string, timeout time.Duration, msg *Req, m method[Req, Resp]) (*Resp, error) {
 	var last *Error
-	for range len(c.urls) {
-		idx := c.cur.Load()
+	for _, e := range c.eps.plan(ctx) {
 		kind := c.comp.current(time.Now())
-		resp, err := send(ctx, c, kind, int(idx), tok, timeout, msg, m)
+		resp, err := send(ctx, c, kind, e, tok, timeout, msg, m)
 		if err != nil && err.Code == connect.CodeUnimplemented && kind == sendZstd && ctx.Err() == nil {
 			// A server without zstd answers UNIMPLEMENTED before reading
 			// the request: send it again with gzip.
 			c.comp.refused(time.Now())
-			resp, err = send(ctx, c, sendGzip, int(idx), tok, timeout, msg, m)
+			resp, err = send(ctx, c, sendGzip, e, tok, timeout, msg, m)
 		}
 		if err == nil {
+			c.eps.worked(e)
 			return resp, nil
 		}
 		last = err
-		if last.Code != connect.CodeUnavailable || ctx.Err() != nil {
+		if !unreachable(ctx, err) {
+			if ctx.Err() == nil {
+				c.eps.worked(e) // it answered: the call failed, not the node
+			}
 			return nil, last
 		}
-		c.cur.CompareAndSwap(idx, (idx+1)%int64(len(c.urls)))
+		c.eps.failed(e)
 	}
 	return nil, last
 }
 
-// send makes one call to the URL at idx with the compression kind.
-func send[Req, Resp any](ctx context.Context, c *Client, kind, idx int, tok string, timeout time.Duration, msg *Req, m method[Req, Resp]) (*Resp, *Error) {
+// unreachable reports whether err says the endpoint could not serve the
+// call at all, so that another should be tried: a network failure or
+// UNAVAILABLE, or no answer within the call's own time limit. A call that
+// ended with the caller's context is not.
+func unreachable(ctx context.Context, err *Error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	return err.Code == connect.CodeUnavailable || err.Code == connect.CodeDeadlineExceeded
+}
+
+// send makes one call to the endpoint with the compression kind.
+func send[Req, Resp any](ctx context.Context, c *Client, kind int, e *endpoint, tok string, timeout time.Duration, msg *Req, m method[Req, Resp]) (*Resp, *Error) {
 	req := connect.NewRequest(msg)
 	if tok != "" {
 		req.Header().Set("Authorization", "Bearer "+tok)
@@ -260,8 +286,7 @@ func send[Req, Resp any](ctx context.Context, c *Client, kind, idx int, tok stri
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	svcs := c.svcs[kind]
-	resp, err := m(svcs[idx%len(svcs)], cctx, req)
+	resp, err := m(e.svcs[kind], cctx, req)
 	if err != nil {
 		return nil, toError(err)
 	}

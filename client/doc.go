@@ -12,4 +12,14 @@
 // UNAUTHENTICATED, authenticates again and retries that call once. Every
 // error it returns for a call is a *Error, whose Retryable and Denied
 // methods tell the caller how to react.
+//
+// A Client given several comms URLs, or one whose host name resolves to
+// several addresses, spreads agents across them: it starts at an endpoint
+// drawn at random and keeps to it while it works. A call that cannot reach
+// its endpoint (a network failure, UNAVAILABLE, no answer in time) is sent
+// at once to another; the failed endpoint is avoided for a while, longer
+// after each failure in a row, and used again once that is over. Every
+// so often the client draws its endpoint again, so that agents spread back
+// over a node that returned. The token is valid on every node, so moving
+// costs no new authentication. See Config.URLs and Failover.
 package client

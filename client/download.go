@@ -70,34 +70,40 @@ func (c *Client) Download(ctx context.Context, sha256 string, w io.Writer, offse
 	return n, err
 }
 
-// download sends one GET, moving to the next URL when the current one is
-// unavailable before the transfer started.
+// download sends one GET, moving to another endpoint when the one tried
+// cannot be reached before the transfer started.
 func (c *Client) download(ctx context.Context, tok, sum string, w io.Writer, offset int64) (int64, error) {
 	var last *Error
-	for range len(c.urls) {
-		idx := c.cur.Load()
-		n, started, err := c.get(ctx, c.urls[int(idx)%len(c.urls)], tok, sum, w, offset)
+	for _, e := range c.eps.plan(ctx) {
+		n, started, err := c.get(ctx, e, tok, sum, w, offset)
 		if err == nil {
+			c.eps.worked(e)
 			return n, nil
 		}
 		last = err
-		if started || last.Code != connect.CodeUnavailable || ctx.Err() != nil {
+		if !unreachable(ctx, err) {
+			if ctx.Err() == nil {
+				c.eps.worked(e)
+			}
 			return n, last
 		}
-		c.cur.CompareAndSwap(idx, (idx+1)%int64(len(c.urls)))
+		c.eps.failed(e)
+		if started {
+			return n, last
+		}
 	}
 	return 0, last
 }
 
-// get downloads from one base URL. started is true once the server
+// get downloads from one endpoint. started is true once the server
 // answered with the file's bytes.
-func (c *Client) get(parent context.Context, base, tok, sum string, w io.Writer, offset int64) (n int64, started bool, err *Error) {
+func (c *Client) get(parent context.Context, e *endpoint, tok, sum string, w io.Writer, offset int64) (n int64, started bool, err *Error) {
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	idle := time.AfterFunc(downloadIdle, func() { cancel(errStalled) })
 	defer idle.Stop()
 
-	req, rerr := http.NewRequestWithContext(ctx, http.MethodGet, base+filesPath+sum, nil)
+	req, rerr := http.NewRequestWithContext(ctx, http.MethodGet, e.url+filesPath+sum, nil)
 	if rerr != nil {
 		return 0, false, &Error{Code: connect.CodeInternal, Message: rerr.Error(), cause: rerr}
 	}
@@ -109,7 +115,7 @@ func (c *Client) get(parent context.Context, base, tok, sum string, w io.Writer,
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", offset))
 		req.Header.Set("If-Range", `"`+sum+`"`)
 	}
-	resp, herr := c.hc.Do(req)
+	resp, herr := e.hc.Do(req)
 	if herr != nil {
 		return 0, false, downloadError(ctx, herr, 0)
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
@@ -77,7 +78,11 @@ func toError(err error) *Error {
 		e.Code = connect.CodeCanceled
 	case errors.Is(err, context.DeadlineExceeded):
 		e.Code = connect.CodeDeadlineExceeded
-	case e.Code == connect.CodeUnknown || e.Code == connect.CodeInternal:
+	case e.Code == connect.CodeUnknown || e.Code == connect.CodeInternal || e.Code == connect.CodeCanceled:
+		// connect-go reports a connection the server cut while the
+		// request was written (a broken pipe, a reset) as CANCELED, as
+		// if the caller had gone: for the caller, the server is
+		// unavailable.
 		if isNetwork(err) {
 			e.Code = connect.CodeUnavailable
 		}
@@ -89,7 +94,8 @@ func isNetwork(err error) bool {
 	var ne net.Error
 	var oe *net.OpError
 	return errors.As(err, &ne) || errors.As(err, &oe) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // maxRetryAfter bounds the delay a server may ask for: a larger one is
