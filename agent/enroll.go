@@ -28,8 +28,10 @@ type EnrollOptions struct {
 	// CACertFile is the PEM CA that signs the server's certificates; it is
 	// copied to DATA_DIR/ca.crt. Empty: the system roots are trusted.
 	CACertFile string
-	// CommsURL overrides the comms API URL the server advertises.
-	CommsURL string
+	// CommsURLs override the comms API URLs the server advertises. With
+	// several (or a host name with several addresses), the agent spreads
+	// its calls and fails over between them.
+	CommsURLs []string
 	// DataDir is the data directory (default DefaultDataDir).
 	DataDir string
 	// Name is the agent's display name (default: the host name).
@@ -61,8 +63,8 @@ func Enroll(ctx context.Context, opts EnrollOptions) (Identity, error) {
 			return Identity{}, fmt.Errorf("CA certificate %s: no PEM certificate found", opts.CACertFile)
 		}
 	}
-	if opts.CommsURL != "" {
-		if err := checkURL(opts.CommsURL); err != nil {
+	for _, u := range opts.CommsURLs {
+		if err := checkURL(u); err != nil {
 			return Identity{}, fmt.Errorf("--comms-url: %w", err)
 		}
 	}
@@ -108,8 +110,8 @@ func Enroll(ctx context.Context, opts EnrollOptions) (Identity, error) {
 	}
 
 	comms := resp.CommsURLs
-	if opts.CommsURL != "" {
-		comms = []string{opts.CommsURL}
+	if len(opts.CommsURLs) > 0 {
+		comms = opts.CommsURLs
 	}
 	if len(comms) == 0 {
 		comms = []string{defaultCommsURL(opts.Server)}

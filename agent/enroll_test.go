@@ -129,7 +129,7 @@ func TestEnrollWritesIdentityAndKeepsID(t *testing.T) {
 	}
 
 	// Re-enroll: same id, proven with the current key; --comms-url wins.
-	opts.CommsURL = "https://10.0.0.1:7443"
+	opts.CommsURLs = []string{"https://10.0.0.1:7443", "https://10.0.0.2:7443"}
 	id2, err := agent.Enroll(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
@@ -137,7 +137,7 @@ func TestEnrollWritesIdentityAndKeepsID(t *testing.T) {
 	if id2.AgentID != id1.AgentID || f.reqs[1].CurrentKey != id1.AgentKey || id2.AgentKey == id1.AgentKey {
 		t.Fatalf("re-enroll: id %s→%s, current key %q", id1.AgentID, id2.AgentID, f.reqs[1].CurrentKey)
 	}
-	if loaded, _ := agent.LoadIdentity(dir); loaded.AgentKey != id2.AgentKey || loaded.CommsURLs[0] != "https://10.0.0.1:7443" {
+	if loaded, _ := agent.LoadIdentity(dir); loaded.AgentKey != id2.AgentKey || len(loaded.CommsURLs) != 2 || loaded.CommsURLs[1] != "https://10.0.0.2:7443" {
 		t.Fatalf("identity after re-enroll = %+v", loaded)
 	}
 }

@@ -108,7 +108,11 @@ already held. The token is only needed for enrolling: it is not stored.`,
 
   # Behind a load balancer that exposes the comms API elsewhere:
   tether-agent enroll --server https://mgmt.example.com:7444 --token T \
-      --ca-cert ca.crt --comms-url https://agents.example.com:443 --name web-01`,
+      --ca-cert ca.crt --comms-url https://agents.example.com:443 --name web-01
+
+  # Straight to the nodes of a cluster, no load balancer:
+  tether-agent enroll --server https://node1.example.com:7444 --token T --ca-cert ca.crt \
+      --comms-url https://node1.example.com:7443,https://node2.example.com:7443`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts.Version = Version()
@@ -125,7 +129,7 @@ already held. The token is only needed for enrolling: it is not stored.`,
 	f.StringVar(&opts.Server, "server", "", "management API URL, for example https://HOST:7444 (required)")
 	f.StringVar(&opts.Token, "token", "", "enrollment token (required)")
 	f.StringVar(&opts.CACertFile, "ca-cert", "", "PEM file of the CA that signs the server's certificates (default: the system roots)")
-	f.StringVar(&opts.CommsURL, "comms-url", "", "comms API URL to use instead of the one the server advertises, for example https://HOST:7443")
+	f.StringSliceVar(&opts.CommsURLs, "comms-url", nil, "comms API URL to use instead of those the server advertises, for example https://HOST:7443; repeat it (or separate with commas) for several: the agent spreads over them and fails over")
 	f.StringVar(&opts.DataDir, "data-dir", agent.DefaultDataDir, "data directory")
 	f.StringVar(&opts.Name, "name", "", "display name of this agent (default: the host name)")
 	_ = cmd.MarkFlagRequired("server")
