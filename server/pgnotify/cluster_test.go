@@ -3,6 +3,7 @@ package pgnotify_test
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -202,4 +203,59 @@ func TestClusterAgentDeletedThroughOneNodeEndsPollOnAnother(t *testing.T) {
 	if got := await(t, ch); connect.CodeOf(got.err) != connect.CodePermissionDenied {
 		t.Fatalf("poll of a deleted agent on the other node answered %v, %v; want permission_denied", got.msg, got.err)
 	}
+}
+
+// TestClusterOrderLatency measures how long an order created through one
+// node takes to reach the poll its agent holds on another: from the call
+// to command.Manager.Create to the poll's answer, through the store, the
+// notification and the poll's look. It logs the distribution (run with -v)
+// and asserts nothing about time.
+func TestClusterOrderLatency(t *testing.T) {
+	ctx := context.Background()
+	db, keys, a, b := cluster(t)
+	id := uuid.NewString()
+	if err := db.RegisterAgent(ctx, &tether.Agent{ID: id, Name: "a", KeyHash: make([]byte, 32), Groups: []string{}}, "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := keys.Issue(id, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	d := make([]time.Duration, 0, n)
+	var received []string
+	for range n {
+		before := b.n.Waiting()
+		done := make(chan answer, 1)
+		go func() {
+			req := connect.NewRequest(&commsv1.PollCommandsRequest{Wait: durationpb.New(time.Minute), ReceivedOrderIds: received})
+			req.Header().Set("Authorization", "Bearer "+tok)
+			resp, err := b.svc.PollCommands(ctx, req)
+			a := answer{err: err}
+			if err == nil {
+				a.msg = resp.Msg
+			}
+			done <- a
+		}()
+		deadline := time.Now().Add(10 * time.Second)
+		for b.n.Waiting() == before {
+			if time.Now().After(deadline) {
+				t.Fatal("poll not waiting after 10 s")
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		start := time.Now()
+		if _, _, err := a.mgr.Create(ctx, command.New{Target: tether.Target{Type: tether.TargetAgent, ID: id}, Action: tether.Action{Name: "restart"}}); err != nil {
+			t.Fatal(err)
+		}
+		got := await(t, done)
+		d = append(d, time.Since(start))
+		if got.err != nil || len(got.msg.Orders) != 1 {
+			t.Fatalf("poll answered %v, %v; want one order", got.msg, got.err)
+		}
+		received = []string{got.msg.Orders[0].OrderId}
+	}
+	slices.Sort(d)
+	t.Logf("order created through node A to the answer of the poll on node B, over %d orders: p50 %v, p90 %v, p99 %v, max %v",
+		n, d[n/2], d[n*90/100], d[n*99/100], d[n-1])
 }
