@@ -308,7 +308,10 @@ func (n *Notifier) sendLoop() {
 			case <-n.kick:
 				continue
 			case <-n.done:
-				return
+				// Close: send what was queued before it, then stop.
+				if out = n.take(); len(out) == 0 {
+					return
+				}
 			case <-n.ctx.Done():
 				return
 			}
