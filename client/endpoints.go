@@ -153,8 +153,15 @@ func (p *endpoints) choose(now time.Time) {
 	} else {
 		p.cur = slices.MinFunc(p.list, func(a, b *endpoint) int { return a.avoidUntil.Compare(b.avoidUntil) })
 	}
-	p.since = now
-	p.stay = p.f.Rebalance*3/4 + rand.N(p.f.Rebalance/2+1)
+	p.since, p.stay = now, p.stayFor()
+}
+
+// stayFor draws how long to keep an endpoint chosen now: Rebalance ±25%.
+func (p *endpoints) stayFor() time.Duration {
+	if p.f.Rebalance <= 0 {
+		return 0 // never rebalance (plan checks Rebalance first)
+	}
+	return p.f.Rebalance*3/4 + rand.N(p.f.Rebalance/2+1)
 }
 
 // worked records that e answered. It becomes the endpoint in use when the
@@ -165,8 +172,7 @@ func (p *endpoints) worked(e *endpoint) {
 	defer p.mu.Unlock()
 	e.failures, e.avoidUntil = 0, time.Time{}
 	if p.cur != e && (p.cur == nil || p.cur.avoided(now)) {
-		p.cur, p.since = e, now
-		p.stay = p.f.Rebalance*3/4 + rand.N(p.f.Rebalance/2+1)
+		p.cur, p.since, p.stay = e, now, p.stayFor()
 	}
 }
 

@@ -317,7 +317,7 @@ func TestPollMovesToAnotherNodeWhenItsNodeStops(t *testing.T) {
 	for _, n := range nodes {
 		n.set(func(n *node) { n.hold, n.holding = true, make(chan struct{}) })
 	}
-	c := newClient(t, client.Config{URLs: urls(nodes), RootCAs: roots, Failover: client.Failover{Rebalance: -1}})
+	c := newClient(t, client.Config{URLs: urls(nodes), RootCAs: roots, Failover: client.Failover{Rebalance: -time.Hour}})
 	if _, err := c.Authenticate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
