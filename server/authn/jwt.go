@@ -34,10 +34,12 @@ type Keyring struct {
 	store tether.KeyStore
 	ttl   time.Duration
 
-	mu         sync.RWMutex
-	keys       map[string]ed25519.PrivateKey
-	signer     *tether.SigningKey
-	lastReload time.Time
+	mu     sync.RWMutex
+	keys   map[string]ed25519.PrivateKey
+	signer *tether.SigningKey
+	// lastMiss is when a token signed by an unknown key last made the
+	// keyring read the store again.
+	lastMiss time.Time
 
 	// verified caches the tokens whose signature checked out: an agent
 	// presents the same token on every call for its whole life, and an
@@ -107,9 +109,30 @@ func (k *Keyring) reload(ctx context.Context) error {
 		}
 	}
 	k.mu.Lock()
-	k.keys, k.signer, k.lastReload = keys, signer, time.Now()
+	k.keys, k.signer = keys, signer
 	k.mu.Unlock()
 	return nil
+}
+
+// Refresh reads the signing keys from the store again: a key another node
+// of the cluster added (rotate-signing-key runs on one node) signs this
+// node's new tokens from then on.
+func (k *Keyring) Refresh(ctx context.Context) error { return k.reload(ctx) }
+
+// Run refreshes the keys every interval until ctx ends. Tokens signed by a
+// key this node does not know yet are verified all the same: an unknown
+// kid makes the keyring read the store (at most every 5 s).
+func (k *Keyring) Run(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_ = k.reload(ctx) // the next tick tries again; the keys in hand stay
+		}
+	}
 }
 
 // Claims are the claims of an agent token.
@@ -222,14 +245,21 @@ func (k *Keyring) verify(ctx context.Context, token string, now time.Time) (veri
 
 func (k *Keyring) key(ctx context.Context, kid string) ed25519.PrivateKey {
 	k.mu.RLock()
-	key, stale := k.keys[kid], time.Since(k.lastReload) > reloadEvery
+	key := k.keys[kid]
 	k.mu.RUnlock()
-	if key == nil && stale && kid != "" {
-		if k.reload(ctx) == nil {
-			k.mu.RLock()
-			key = k.keys[kid]
-			k.mu.RUnlock()
-		}
+	if key != nil || kid == "" {
+		return key
+	}
+	k.mu.Lock()
+	stale := time.Since(k.lastMiss) > reloadEvery
+	if stale {
+		k.lastMiss = time.Now()
+	}
+	k.mu.Unlock()
+	if stale && k.reload(ctx) == nil {
+		k.mu.RLock()
+		key = k.keys[kid]
+		k.mu.RUnlock()
 	}
 	return key
 }

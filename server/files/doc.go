@@ -16,7 +16,9 @@
 // # Signatures
 //
 // The release-signing key is an Ed25519 key (RFC 8032, pure Ed25519, no
-// pre-hash), kept in a PEM file (PKCS #8, mode 0600) created at first start.
+// pre-hash), created at first start. A server keeps it in its store's
+// secrets (EnsureSharedKey), so that every node of a cluster signs with the
+// same key; EnsureKey keeps one in a PEM file instead (PKCS #8, mode 0600).
 // For each file the server signs exactly the 32 bytes of the file's SHA-256
 // digest (the raw digest, not its hex spelling). The signature is sent as
 // standard base64 with padding (88 characters). To verify a downloaded

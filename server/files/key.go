@@ -1,6 +1,7 @@
 package files
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -12,6 +13,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/tetherhq/tether"
 )
 
 // File names of the release-signing key in the server's data directory.
@@ -47,18 +50,27 @@ func EnsureKey(dir string) (ed25519.PrivateKey, error) {
 	default:
 		return nil, fmt.Errorf("read release-signing key: %w", err)
 	}
+	if err := writePublicKey(dir, key); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+// writePublicKey writes the public half of key to DIR/release.pub (0644)
+// when that file is missing or differs.
+func writePublicKey(dir string, key ed25519.PrivateKey) error {
 	der, err := x509.MarshalPKIXPublicKey(key.Public())
 	if err != nil {
-		return nil, fmt.Errorf("encode release public key: %w", err)
+		return fmt.Errorf("encode release public key: %w", err)
 	}
 	pub := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 	pubPath := filepath.Join(dir, PublicKeyFile)
 	if old, err := os.ReadFile(pubPath); err != nil || string(old) != string(pub) {
 		if err := writeFileAtomic(pubPath, pub, 0o644); err != nil {
-			return nil, fmt.Errorf("write release public key: %w", err)
+			return fmt.Errorf("write release public key: %w", err)
 		}
 	}
-	return key, nil
+	return nil
 }
 
 // ParseKey decodes a PEM block "PRIVATE KEY" holding a PKCS #8 Ed25519 key.
@@ -143,4 +155,75 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// KeySecret is the name of the release-signing key in the store's secrets
+// (PKCS #8 PEM).
+const KeySecret = "release-signing-key"
+
+// Secrets holds named cluster secrets (see tether.KeyStore).
+type Secrets interface {
+	Secret(ctx context.Context, name string) ([]byte, error)
+	PutSecretOnce(ctx context.Context, name string, value []byte) ([]byte, error)
+}
+
+// EnsureSharedKey returns the release-signing key of the nodes that share
+// the store, and writes its public key to DIR/release.pub (0644) when that
+// file is missing or differs. The key lives in the store; no node writes it
+// to a file.
+//
+//   - When the store holds a key, it is the one. A DIR/release.key of
+//     another key is an error: agents enrolled through that data directory
+//     pinned its key.
+//   - Otherwise a key found in DIR/release.key (from a node that ran before
+//     its key moved to the store) is stored, so that a node keeps the key
+//     its agents pinned when it moves to the store.
+//   - Otherwise a new key is created and stored, unless another node stored
+//     one first: then the key is that one.
+func EnsureSharedKey(ctx context.Context, store Secrets, dir string) (ed25519.PrivateKey, error) {
+	path := filepath.Join(dir, KeyFile)
+	local, localErr := os.ReadFile(path)
+	if localErr != nil && !errors.Is(localErr, os.ErrNotExist) {
+		return nil, fmt.Errorf("read release-signing key: %w", localErr)
+	}
+	stored, err := store.Secret(ctx, KeySecret)
+	switch {
+	case err == nil:
+	case tether.ErrorCode(err) != tether.ENOTFOUND:
+		return nil, fmt.Errorf("read the release-signing key from the store: %w", err)
+	case localErr == nil:
+		if _, err := ParseKey(local); err != nil {
+			return nil, fmt.Errorf("release-signing key %s: %w", path, err)
+		}
+		if stored, err = store.PutSecretOnce(ctx, KeySecret, local); err != nil {
+			return nil, fmt.Errorf("store the release-signing key: %w", err)
+		}
+	default:
+		_, key, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, fmt.Errorf("generate release-signing key: %w", err)
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			return nil, fmt.Errorf("encode release-signing key: %w", err)
+		}
+		if stored, err = store.PutSecretOnce(ctx, KeySecret, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})); err != nil {
+			return nil, fmt.Errorf("store the release-signing key: %w", err)
+		}
+	}
+	key, err := ParseKey(stored)
+	if err != nil {
+		return nil, fmt.Errorf("the release-signing key in the store: %w", err)
+	}
+	if localErr == nil {
+		if mine, err := ParseKey(local); err != nil || !mine.Equal(key) {
+			return nil, fmt.Errorf("%s is not the release-signing key of the store's other nodes: the agents "+
+				"enrolled through this data directory pinned it, and would refuse the files the others sign. "+
+				"Move it aside to use the store's key (and enroll those agents again)", path)
+		}
+	}
+	if err := writePublicKey(dir, key); err != nil {
+		return nil, err
+	}
+	return key, nil
 }
