@@ -85,7 +85,7 @@ Start here:
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newRunCmd(stdout, stderr), newDevCmd(stdout, stderr), &cobra.Command{
+	root.AddCommand(newRunCmd(stdout, stderr), newDevCmd(stdout, stderr), newMigrateCmd(stdout), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
 		Args:  cobra.NoArgs,
@@ -99,16 +99,24 @@ Start here:
 
 // serverFlags are the flags run and dev share.
 type serverFlags struct {
-	configFile, dataDir, commsAddr, apiAddr, logLevel string
+	configFile, dataDir, store, commsAddr, apiAddr, logLevel string
 }
 
 func (f *serverFlags) register(cmd *cobra.Command, dataDirHelp string) {
 	fl := cmd.Flags()
-	fl.StringVar(&f.dataDir, "data-dir", "", dataDirHelp)
+	f.registerStore(cmd, dataDirHelp)
 	fl.StringVar(&f.commsAddr, "comms-addr", "", "comms API listen address, HOST:PORT (default \":7443\")")
 	fl.StringVar(&f.apiAddr, "api-addr", "", "management API listen address, HOST:PORT (default \":7444\")")
-	fl.StringVar(&f.configFile, "config", "", "YAML configuration file (keys: see docs/operations.md)")
 	fl.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (default info)")
+}
+
+// registerStore registers the flags that choose the data directory and the
+// store.
+func (f *serverFlags) registerStore(cmd *cobra.Command, dataDirHelp string) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.dataDir, "data-dir", "", dataDirHelp)
+	fl.StringVar(&f.store, "store", "", "PostgreSQL URL of the store the nodes of a cluster share, postgres://USER@HOST:PORT/DATABASE?sslmode=verify-full\n(default: SQLite in the data directory)")
+	fl.StringVar(&f.configFile, "config", "", "YAML configuration file (keys: see docs/operations.md)")
 }
 
 // config merges defaults, the file, then flags, and validates the result.
@@ -124,7 +132,7 @@ func (f *serverFlags) config() (Config, error) {
 		flag string
 		dst  *string
 	}{
-		{f.dataDir, &cfg.DataDir}, {f.commsAddr, &cfg.CommsAddr}, {f.apiAddr, &cfg.APIAddr}, {f.logLevel, &cfg.LogLevel},
+		{f.dataDir, &cfg.DataDir}, {f.store, &cfg.Store}, {f.commsAddr, &cfg.CommsAddr}, {f.apiAddr, &cfg.APIAddr}, {f.logLevel, &cfg.LogLevel},
 	} {
 		if o.flag != "" {
 			*o.dst = o.flag
@@ -155,12 +163,22 @@ func newRunCmd(stdout, stderr io.Writer) *cobra.Command {
 
 The first start initialises the data directory: a SQLite database
 (tether.db), a certificate authority and server certificate (tls/ca.crt,
-tls/server.crt, tls/server.key), JWT signing keys (in the database), and an
-admin API token, written to DATA/admin.token (mode 0600) and printed once.
-Later starts on the same directory keep all of it.
+tls/ca.key, tls/server.crt, tls/server.key), JWT signing keys (in the
+database), a release-signing key (release.key), and an admin API token,
+written to DATA/admin.token (mode 0600) and printed once. Later starts on the
+same directory keep all of it.
+
+The nodes of a cluster share one PostgreSQL store instead (--store
+postgres://…, or store: in the configuration file): the first node to start
+creates the CA, the signing keys, the release-signing key and the admin
+token in the store (the admin token is written to that node's data
+directory); every node writes the CA certificate to DATA/tls/ca.crt and
+issues its own server certificate. Each node applies the schema migrations
+the store lacks at start (see also 'tether-server migrate').
 
 Configuration comes from defaults, then --config FILE (YAML), then flags.`,
 		Example: `  tether-server run --data-dir /var/lib/tether-server
+  tether-server run --store 'postgres://tether@db.example.com/tether?sslmode=verify-full'
   tether-server run --data-dir ./data --comms-addr 127.0.0.1:7443 --api-addr 127.0.0.1:7444
   tether-server run --config /etc/tether/server.yaml`,
 		Args: cobra.NoArgs,
@@ -197,4 +215,43 @@ func waitAndStop(ctx context.Context, node *Node, log *slog.Logger) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	return errors.Join(serveErr, node.Shutdown(sctx))
+}
+
+func newMigrateCmd(stdout io.Writer) *cobra.Command {
+	var f serverFlags
+	cmd := &cobra.Command{
+		Use:   "migrate",
+		Short: "Create or upgrade the store's schema, and print its version",
+		Long: `Apply the schema migrations the store lacks, then print the schema version.
+
+The store is the one run would use: the SQLite database of the data directory,
+or the PostgreSQL database of --store (or store: in --config). run applies the
+migrations too, at every start; migrate lets an operator upgrade the schema
+first, for example before rolling a new version out to the nodes of a cluster.
+Nodes (and migrate) applying migrations at once wait for each other: each
+migration is applied once, in a transaction of its own.`,
+		Example: `  tether-server migrate --data-dir /var/lib/tether-server
+  tether-server migrate --store 'postgres://tether@db.example.com/tether?sslmode=verify-full'
+  tether-server migrate --config /etc/tether/server.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := f.config()
+			if err != nil {
+				return err
+			}
+			store, latest, err := openStore(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			v, err := store.SchemaVersion(cmd.Context())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s: schema version %d (this tether-server's latest: %d)\n", storeName(cfg), v, latest)
+			return nil
+		},
+	}
+	f.registerStore(cmd, "data directory, for the SQLite store (default /var/lib/tether-server)")
+	return cmd
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tetherhq/tether/server/files"
 	"github.com/tetherhq/tether/server/ingest"
+	"github.com/tetherhq/tether/server/postgres"
 )
 
 // Config is the server's configuration: defaults, then the YAML file, then
@@ -25,6 +26,10 @@ type Config struct {
 	// DataDir holds the SQLite database, TLS material, events and the admin
 	// token.
 	DataDir string `yaml:"data_dir"`
+	// Store is where the node keeps its state: empty for the SQLite
+	// database DATA/tether.db, or the PostgreSQL URL (postgres://…) of the
+	// database every node of a cluster shares.
+	Store string `yaml:"store"`
 	// CommsAddr is the comms API listener (agents).
 	CommsAddr string `yaml:"comms_addr"`
 	// APIAddr is the management API listener (people and tools).
@@ -230,6 +235,10 @@ func checkLevel(prefix string, doc map[string]any, typ reflect.Type) error {
 func (c *Config) validate() error {
 	if c.DataDir == "" {
 		return errors.New("data_dir: required")
+	}
+	if c.Store != "" && !postgres.IsURL(c.Store) {
+		return errors.New("store: not a PostgreSQL URL: want postgres://USER@HOST:PORT/DATABASE?sslmode=… " +
+			"(or empty, for SQLite in data_dir)")
 	}
 	for key, addr := range map[string]string{"comms_addr": c.CommsAddr, "api_addr": c.APIAddr} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {

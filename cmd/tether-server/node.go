@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -27,11 +28,14 @@ import (
 	"github.com/tetherhq/tether/server/pki"
 	"github.com/tetherhq/tether/server/presence"
 	"github.com/tetherhq/tether/server/sink/file"
-	"github.com/tetherhq/tether/server/sqlite"
 )
 
 // adminTokenFile is where the bootstrap admin token is written, 0600.
 const adminTokenFile = "admin.token"
+
+// keyRefresh is how often a node reads the signing keys again, to sign
+// with a key another node added.
+const keyRefresh = 30 * time.Second
 
 // Node is a running server node.
 type Node struct {
@@ -49,7 +53,7 @@ type Node struct {
 
 	log     *slog.Logger
 	cfg     Config
-	store   *sqlite.DB
+	store   tether.Store
 	keys    *authn.Keyring
 	sink    *file.Sink
 	live    *live.Hub // accepted batches, for people following them
@@ -67,7 +71,6 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	dbPath := filepath.Join(cfg.DataDir, "tether.db")
 	n = &Node{log: log, cfg: cfg, closing: make(chan struct{}), errc: make(chan error, 4)}
 	partial := n // the return statements below set n to nil on failure
 	defer func() {
@@ -76,10 +79,10 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 		}
 	}()
 
-	if n.store, err = sqlite.Open(dbPath); err != nil {
-		return nil, fmt.Errorf("open database: %w", err)
+	if n.store, _, err = openStore(ctx, cfg); err != nil {
+		return nil, err
 	}
-	tlsCert, caFile, err := n.setupTLS()
+	tlsCert, caFile, err := n.setupTLS(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +95,7 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 	if n.AdminToken, err = n.bootstrapAdmin(ctx); err != nil {
 		return nil, err
 	}
-	releaseKey, err := files.EnsureKey(cfg.DataDir)
+	releaseKey, err := n.releaseKey(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -152,6 +155,8 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 	n.cancel = cancel
 	n.goBackground(func() { command.RunSweeper(bg, n.store, time.Duration(cfg.SweepInterval), log, mx) })
 	n.goBackground(func() { seen.Run(bg, 5*time.Second) })
+	// A signing key another node added signs this node's tokens too.
+	n.goBackground(func() { keys.Run(bg, keyRefresh) })
 	runner := &command.ServerRunner{Store: n.store, Handlers: n.serverHandlers(), Log: log.With("component", "server-orders"), Metrics: mx}
 	n.goBackground(func() { runner.Run(bg) })
 	archiver := &command.Archiver{Store: n.store, Sinks: []tether.Sink{n.sink}, Retention: time.Duration(cfg.OrderRetention),
@@ -162,7 +167,7 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 	n.serve(commsLn, svc.Handler(), tlsConf, "comms")
 	n.serve(apiLn, api, tlsConf, "management")
 	n.ready.Store(true)
-	log.Info("tether-server started", "comms", n.CommsURL, "api", n.APIURL, "data_dir", cfg.DataDir)
+	log.Info("tether-server started", "comms", n.CommsURL, "api", n.APIURL, "data_dir", cfg.DataDir, "store", storeName(cfg))
 	return n, nil
 }
 
@@ -228,15 +233,30 @@ func (n *Node) closeResources() error {
 	return errors.Join(errs...)
 }
 
+// shared reports whether the node's store is one that several nodes share
+// (PostgreSQL): the CA and the release-signing key are kept in it then,
+// rather than in files of the data directory.
+func (n *Node) shared() bool { return n.cfg.Store != "" }
+
 // setupTLS returns the server certificate and the path of the CA file
-// agents must trust: the operator's, or a generated CA in DATA/tls.
-func (n *Node) setupTLS() (tls.Certificate, string, error) {
+// agents must trust: the operator's, or a generated CA. A single node keeps
+// its CA in DATA/tls; the nodes of a shared store share the CA the first
+// of them created in the store, and write its certificate to DATA/tls.
+func (n *Node) setupTLS(ctx context.Context) (tls.Certificate, string, error) {
 	dir := filepath.Join(n.cfg.DataDir, "tls")
 	if n.cfg.TLS.CertFile != "" {
 		cert, err := pki.LoadServerCert(n.cfg.TLS.CertFile, n.cfg.TLS.KeyFile)
 		return cert, n.cfg.TLS.CAFile, err
 	}
-	ca, err := pki.EnsureCA(dir, "Tether CA")
+	var (
+		ca  *pki.CA
+		err error
+	)
+	if n.shared() {
+		ca, err = pki.EnsureSharedCA(ctx, n.store, dir, "Tether CA")
+	} else {
+		ca, err = pki.EnsureCA(dir, "Tether CA")
+	}
 	if err != nil {
 		return tls.Certificate{}, "", fmt.Errorf("certificate authority: %w", err)
 	}
@@ -247,8 +267,19 @@ func (n *Node) setupTLS() (tls.Certificate, string, error) {
 	return cert, filepath.Join(dir, pki.CACertFile), nil
 }
 
+// releaseKey returns the release-signing key: DATA/release.key for a
+// single node, the store's for the nodes of a shared store.
+func (n *Node) releaseKey(ctx context.Context) (ed25519.PrivateKey, error) {
+	if n.shared() {
+		return files.EnsureSharedKey(ctx, n.store, n.cfg.DataDir)
+	}
+	return files.EnsureKey(n.cfg.DataDir)
+}
+
 // bootstrapAdmin creates the first admin token when the store has none and
-// writes it to DATA/admin.token (0600); otherwise it reads that file.
+// writes it to DATA/admin.token (0600); otherwise it reads that file. Of
+// nodes starting at once on a new store, one creates the token (and has
+// the file); the others find it there.
 func (n *Node) bootstrapAdmin(ctx context.Context) (string, error) {
 	path := filepath.Join(n.cfg.DataDir, adminTokenFile)
 	admins, err := n.store.Tokens(ctx, tether.TokenFilter{Role: tether.RoleAdmin, IncludeRevoked: true})
@@ -268,8 +299,16 @@ func (n *Node) bootstrapAdmin(ctx context.Context) (string, error) {
 	if err := os.WriteFile(path+".tmp", []byte(secret+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("write admin token: %w", err)
 	}
-	if err := n.store.CreateToken(ctx, tok); err != nil {
+	created, err := n.store.CreateFirstAdmin(ctx, tok)
+	if err != nil || !created {
+		os.Remove(path + ".tmp")
+	}
+	if err != nil {
 		return "", fmt.Errorf("create admin token: %w", err)
+	}
+	if !created {
+		n.log.Info("another node created the bootstrap admin token: it is in the admin.token file of that node's data directory")
+		return "", nil
 	}
 	if err := os.Rename(path+".tmp", path); err != nil {
 		return "", fmt.Errorf("write admin token: %w", err)
