@@ -51,7 +51,7 @@ type Config struct {
 	TokenTTL Duration `yaml:"token_ttl"`
 	// SweepInterval is how often timed-out orders are failed.
 	SweepInterval Duration `yaml:"sweep_interval"`
-	// Events configures the file sink.
+	// Events configures the event sinks: files, NATS JetStream.
 	Events EventsConfig `yaml:"events"`
 	// Ingest bounds the event pushes of each agent and of the node.
 	Ingest IngestConfig `yaml:"ingest"`
@@ -93,6 +93,11 @@ type EventsConfig struct {
 	// while the event files take more (0: no limit).
 	Retention     Duration `yaml:"retention"`
 	MaxTotalBytes int64    `yaml:"max_total_bytes"`
+	// Files writes the event files (default true). NATS publishes the
+	// events to NATS JetStream too, when its urls are set. At least one
+	// of them is on.
+	Files bool       `yaml:"files"`
+	NATS  NATSConfig `yaml:"nats"`
 }
 
 // IngestConfig bounds event pushes: each agent's rates (0: no limit) and
@@ -159,7 +164,8 @@ func defaultConfig() Config {
 		TokenTTL:      Duration(15 * time.Minute),
 		SweepInterval: Duration(time.Second),
 		Events: EventsConfig{MaxFileBytes: 64 << 20, MaxFileAge: Duration(time.Hour), Compress: true,
-			Retention: Duration(30 * 24 * time.Hour), MaxTotalBytes: 10 << 30},
+			Retention: Duration(30 * 24 * time.Hour), MaxTotalBytes: 10 << 30,
+			Files: true, NATS: defaultNATSConfig()},
 		Ingest: IngestConfig{
 			AgentEventsPerSec: ingest.DefaultAgentEventsPerSec, AgentBytesPerSec: ingest.DefaultAgentBytesPerSec,
 			MaxInflightBatches: ingest.DefaultMaxInflightRequests, MaxInflightBytes: ingest.DefaultMaxInflightBytes,
@@ -284,6 +290,9 @@ func (c *Config) validate() error {
 		return errors.New("tls.cert_file, tls.key_file: set both or neither")
 	case c.TLS.CertFile != "" && c.TLS.CAFile == "":
 		return errors.New("tls.ca_file: required with tls.cert_file (the CA agents must trust)")
+	}
+	if err := c.Events.validateSinks(); err != nil {
+		return err
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err

@@ -28,6 +28,7 @@ import (
 	"github.com/tetherhq/tether/server/pki"
 	"github.com/tetherhq/tether/server/presence"
 	"github.com/tetherhq/tether/server/sink/file"
+	"github.com/tetherhq/tether/server/sink/natsjs"
 )
 
 // adminTokenFile is where the bootstrap admin token is written, 0600.
@@ -56,6 +57,7 @@ type Node struct {
 	store   tether.Store
 	keys    *authn.Keyring
 	sink    *file.Sink
+	nats    *natsjs.Sink
 	live    *live.Hub // accepted batches, for people following them
 	servers []*http.Server
 	closing chan struct{}
@@ -103,12 +105,17 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 	if err != nil {
 		return nil, err
 	}
-	if n.sink, err = file.Open(filepath.Join(cfg.DataDir, "events"), file.Options{
-		MaxFileBytes: cfg.Events.MaxFileBytes, MaxFileAge: time.Duration(cfg.Events.MaxFileAge),
-		Uncompressed: !cfg.Events.Compress, MaxAge: time.Duration(cfg.Events.Retention),
-		MaxTotalBytes: cfg.Events.MaxTotalBytes, Log: log.With("component", "event-files"),
-	}); err != nil {
-		return nil, fmt.Errorf("open event files: %w", err)
+	if cfg.Events.Files {
+		if n.sink, err = file.Open(filepath.Join(cfg.DataDir, "events"), file.Options{
+			MaxFileBytes: cfg.Events.MaxFileBytes, MaxFileAge: time.Duration(cfg.Events.MaxFileAge),
+			Uncompressed: !cfg.Events.Compress, MaxAge: time.Duration(cfg.Events.Retention),
+			MaxTotalBytes: cfg.Events.MaxTotalBytes, Log: log.With("component", "event-files"),
+		}); err != nil {
+			return nil, fmt.Errorf("open event files: %w", err)
+		}
+	}
+	if err := n.openNATS(ctx); err != nil {
+		return nil, err
 	}
 	// Last among the sinks: it sees the batches the durable sinks took.
 	n.live = live.New(live.Options{})
@@ -133,7 +140,7 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 	mx.OrdersByStatus(n.store.CountOrders)
 	mx.Gauge("tether_event_streams", "Event streams (tetherctl events tail) open on this node.", func() float64 { return float64(n.live.Subscribers()) })
 	svc := comms.New(comms.Options{
-		Store: n.store, Sinks: []tether.Sink{n.sink, n.live}, Notifier: hub, Keys: keys, Presence: seen,
+		Store: n.store, Sinks: append(n.eventSinks(), n.live), Notifier: hub, Keys: keys, Presence: seen,
 		Log: log.With("api", "comms"), PollWait: time.Duration(cfg.PollWait), MaxPollWait: time.Duration(cfg.MaxPollWait),
 		MaxBodyBytes: cfg.MaxBodyBytes, Closing: n.closing, Metrics: mx, Files: fileStore,
 		Limits: cfg.Ingest.limits(),
@@ -159,7 +166,7 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 	n.goBackground(func() { keys.Run(bg, keyRefresh) })
 	runner := &command.ServerRunner{Store: n.store, Handlers: n.serverHandlers(), Log: log.With("component", "server-orders"), Metrics: mx}
 	n.goBackground(func() { runner.Run(bg) })
-	archiver := &command.Archiver{Store: n.store, Sinks: []tether.Sink{n.sink}, Retention: time.Duration(cfg.OrderRetention),
+	archiver := &command.Archiver{Store: n.store, Sinks: n.eventSinks(), Retention: time.Duration(cfg.OrderRetention),
 		Interval: time.Duration(cfg.RetentionInterval), Log: log.With("component", "retention")}
 	n.goBackground(func() { archiver.Run(bg) })
 
@@ -226,6 +233,9 @@ func (n *Node) closeResources() error {
 	}
 	if n.sink != nil {
 		errs = append(errs, n.sink.Close())
+	}
+	if n.nats != nil {
+		errs = append(errs, n.nats.Close())
 	}
 	if n.store != nil {
 		errs = append(errs, n.store.Close())
