@@ -44,6 +44,7 @@ func (n *Node) reloadConfig() (tether.OrderStatus, tether.Result) {
 	}
 	// Flags given at start keep their values.
 	next.DataDir, next.CommsAddr, next.APIAddr = n.cfg.DataDir, n.cfg.CommsAddr, n.cfg.APIAddr
+	next.Store = n.cfg.Store
 	if err := next.validate(); err != nil {
 		return tether.OrderFailure, tether.Result{Message: err.Error()}
 	}

@@ -3,7 +3,8 @@
 // other's data.
 //
 // The server is TETHER_TEST_POSTGRES (default
-// postgres://postgres@127.0.0.1:5432/test?sslmode=disable). When it cannot
+// postgres://postgres@127.0.0.1:5432/test?sslmode=disable); its database is
+// created when missing (the user may then need CREATEDB). When it cannot
 // be reached, the tests that need it are skipped with a message saying how
 // to point them at a server, except under CI (CI=true), where they fail.
 package pgtest
@@ -12,6 +13,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -20,6 +22,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // EnvURL names the environment variable that holds the test server's URL.
@@ -45,6 +48,12 @@ func ServerURL(t testing.TB) string {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		conn, err := pgx.Connect(ctx, base)
+		if pgCode(err) == "3D000" { // invalid_catalog_name: no such database
+			err = createDatabase(ctx, base)
+			if err == nil {
+				conn, err = pgx.Connect(ctx, base)
+			}
+		}
 		if err != nil {
 			reachErr = err
 			return
@@ -105,6 +114,36 @@ func URL(t testing.TB) string {
 	q.Set("synchronous_commit", "off")
 	u.RawQuery = q.Encode()
 	return u.String()
+}
+
+// createDatabase creates the database of the URL base, through the
+// server's postgres database. Another test process creating it at the
+// same time is fine.
+func createDatabase(ctx context.Context, base string) error {
+	cfg, err := pgx.ParseConfig(base)
+	if err != nil {
+		return err
+	}
+	name := cfg.Database
+	cfg.Database = "postgres"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	if c := pgCode(err); c == "42P04" || c == "23505" { // duplicate_database, or a concurrent creation
+		err = nil
+	}
+	return err
+}
+
+func pgCode(err error) string {
+	var e *pgconn.PgError
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return ""
 }
 
 // redact returns the URL without its password.
