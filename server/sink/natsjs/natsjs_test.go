@@ -576,3 +576,24 @@ func TestLocalServer(t *testing.T) {
 		t.Errorf("DedupWindow() = %s, want %s", s.DedupWindow(), natsjs.DefaultDedupWindow)
 	}
 }
+
+// The permissions operations.md gives the sink's NATS user are enough:
+// create the stream, find it again, publish and receive acknowledgements.
+func TestLeastPermissions(t *testing.T) {
+	ns := startServer(t, func(o *server.Options) {
+		o.Users = []*server.User{
+			{Username: "tether", Password: "s3cret", Permissions: &server.Permissions{
+				Publish: &server.SubjectPermission{Allow: []string{"tether.events.>",
+					"$JS.API.STREAM.INFO.TETHER_EVENTS", "$JS.API.STREAM.CREATE.TETHER_EVENTS"}},
+				Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+			}},
+			{Username: "reader", Password: "r"},
+		}
+	})
+	o := natsjs.Options{URLs: []string{ns.url()}, User: "tether", Password: "s3cret", Log: quiet}
+	write(t, open(t, o), sinktest.NewBatch("a", 1, 2))
+	write(t, open(t, o), sinktest.NewBatch("a", 2, 1)) // the stream exists now
+	if n := len(readStream(t, ns.url(), natsjs.DefaultStream, nats.UserInfo("reader", "r"))); n != 3 {
+		t.Errorf("%d messages, want 3", n)
+	}
+}

@@ -56,6 +56,10 @@ func (s *Sink) ensureStream(ctx context.Context) (time.Duration, error) {
 				"max_age", s.o.MaxAge, "max_bytes", s.o.MaxBytes, "replicas", s.o.Replicas)
 		}
 	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return 0, fmt.Errorf("stream %s: no answer from JetStream: is it enabled for this account, and may this user publish to $JS.API.STREAM.INFO.%s (and .CREATE.%s)? %w",
+			s.o.Stream, s.o.Stream, s.o.Stream, err)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("stream %s: %w", s.o.Stream, err)
 	}
