@@ -88,7 +88,7 @@ func (db *DB) RegisterAgent(ctx context.Context, a *tether.Agent, tokenID string
 				hostname = excluded.hostname, os = excluded.os, arch = excluded.arch,
 				version = excluded.version, updated_at = excluded.updated_at
 			RETURNING `+agentColumns,
-			a.ID, a.Name, listArg(a.Groups), blobArg(a.KeyHash), a.Disabled, a.Hostname, a.OS, a.Arch, a.Version,
+			a.ID, text(a.Name), listArg(a.Groups), blobArg(a.KeyHash), a.Disabled, text(a.Hostname), text(a.OS), text(a.Arch), text(a.Version),
 			timeArg(enrolled), timeArg(updated), a.EnrolledBy, timeArg(a.LastSeen), int64(min(a.LastBatchSeq, math.MaxInt64))))
 		if err != nil {
 			return fmt.Errorf("upsert agent: %w", err)

@@ -619,7 +619,7 @@ func (db *DB) FinishOrder(ctx context.Context, agentID, orderID string, status t
 			SET status = $1, result_code = $2, result_message = $3, result_data = $4, finished_at = $5
 			WHERE id = $6 AND agent_id IS NOT DISTINCT FROM $7 AND status IN ('pending', 'sent')
 			RETURNING `+orderColumns,
-			string(status), res.Code, res.Message, blobArg(res.Data), timeArg(at), orderID, agentArg(agentID))
+			string(status), res.Code, text(res.Message), blobArg(res.Data), timeArg(at), orderID, agentArg(agentID))
 		if err != nil {
 			return err
 		}

@@ -172,7 +172,7 @@ func (db *DB) DeleteGroup(ctx context.Context, name string) error {
 // SetAgentVersion records the version an agent runs.
 func (db *DB) SetAgentVersion(ctx context.Context, agentID, version string) error {
 	n, err := db.exec(ctx, "update agent version", `UPDATE agents SET version = $1, updated_at = $2 WHERE id = $3`,
-		version, db.now().UTC(), agentID)
+		text(version), db.now().UTC(), agentID)
 	if err != nil {
 		return err
 	}

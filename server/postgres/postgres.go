@@ -221,6 +221,17 @@ func blobVal(b []byte) []byte {
 	return b
 }
 
+// text is s as PostgreSQL can store it: text cannot hold the character
+// NUL (U+0000), which becomes U+FFFD. Applied to the strings that come from
+// agents (their facts, state keys, result messages), which SQLite stores
+// as they are.
+func text(s string) string {
+	if strings.IndexByte(s, 0) < 0 {
+		return s
+	}
+	return strings.ReplaceAll(s, "\x00", "\uFFFD")
+}
+
 // listArg is a list for a NOT NULL text[] column: never NULL.
 func listArg(s []string) []string {
 	if s == nil {

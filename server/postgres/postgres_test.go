@@ -298,3 +298,32 @@ func TestDeleteAgentRacesCommand(t *testing.T) {
 		t.Errorf("%d orders pending for deleted agents", len(left))
 	}
 }
+
+// TestNULInAgentText stores what agents send with a NUL character, which
+// PostgreSQL's text cannot hold: it becomes U+FFFD, and the write succeeds.
+func TestNULInAgentText(t *testing.T) {
+	db := open(t, pgtest.URL(t))
+	ctx := t.Context()
+	now := time.Now().UTC()
+	a := &tether.Agent{ID: "0b7e3c8e-8d3f-4c7e-9f5c-0e6f4b1c2d3e", Name: "a", Hostname: "h\x00st"}
+	if err := db.RegisterAgent(ctx, a, "", now); err != nil {
+		t.Fatal(err)
+	}
+	if a.Hostname != "h\uFFFDst" {
+		t.Errorf("hostname stored as %q", a.Hostname)
+	}
+	if err := db.ApplyState(ctx, a.ID, 1, []tether.Event{{Module: "m", Key: "k\x00", Op: tether.StateUpsert, Payload: []byte(`{}`)}}, now); err != nil {
+		t.Fatal(err)
+	}
+	r := &tether.CommandRequest{ID: "r", Target: tether.Target{Type: tether.TargetAgent, ID: a.ID}, Action: tether.Action{Name: "x"}}
+	if err := db.CreateCommand(ctx, r, []*tether.Order{{ID: "o", AgentID: a.ID, Action: r.Action}}); err != nil {
+		t.Fatal(err)
+	}
+	o, err := db.FinishOrder(ctx, a.ID, "o", tether.OrderFailure, tether.Result{Code: 1 << 40, Message: "out\x00put"}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Result.Message != "out\uFFFDput" || o.Result.Code != 1<<40 {
+		t.Errorf("result stored as %d %q", o.Result.Code, o.Result.Message)
+	}
+}

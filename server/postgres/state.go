@@ -68,7 +68,7 @@ func applyState(ctx context.Context, tx pgx.Tx, agentID string, seq uint64, even
 			ON CONFLICT (agent_id, module, key) DO UPDATE SET
 				doc = excluded.doc, sequence = excluded.sequence, updated_at = excluded.updated_at
 			WHERE state.sequence <= excluded.sequence`,
-			agentID, e.Module, e.Key, doc, int64(seq), timeArg(at))
+			agentID, text(e.Module), text(e.Key), doc, int64(seq), timeArg(at))
 	}
 	if b.Len() == 0 {
 		return nil

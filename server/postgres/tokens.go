@@ -87,7 +87,7 @@ func (db *DB) CreateFirstAdmin(ctx context.Context, t *tether.Token) (bool, erro
 			return fmt.Errorf("lock admin tokens: %w", err)
 		}
 		tag, err := tx.Exec(ctx, `INSERT INTO tokens (`+tokenColumns+`)
-			SELECT $1::text, $2::text, $3::text, $4::text, $5::bytea, $6::text[], $7::integer, $8::integer,
+			SELECT $1::text, $2::text, $3::text, $4::text, $5::bytea, $6::text[], $7::bigint, $8::bigint,
 				$9::timestamptz, $10::timestamptz, $11::timestamptz, $12::text
 			WHERE NOT EXISTS (SELECT 1 FROM tokens WHERE role = 'admin')`, tokenArgs(t)...)
 		if isUniqueViolation(err) {

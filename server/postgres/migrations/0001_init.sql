@@ -3,6 +3,7 @@
 --
 -- Times are timestamptz (microseconds); NULL stands for the zero time
 -- ("never", "not yet"). Lists of group names are text[] in their order.
+-- Numbers are bigint, as SQLite's INTEGER is 64 bits.
 -- Identifiers, names, modules and keys are compared byte by byte (COLLATE
 -- "C"), whatever the database's locale, so that lists sort the same way on
 -- every store. Documents (arguments, results, state, configuration) are
@@ -16,8 +17,8 @@ CREATE TABLE tokens (
     kind        text        NOT NULL DEFAULT 'user' CHECK (kind IN ('user', 'service')),
     secret_hash bytea       NOT NULL,
     group_list  text[]      NOT NULL DEFAULT '{}',
-    max_uses    integer     NOT NULL DEFAULT 0,
-    uses        integer     NOT NULL DEFAULT 0,
+    max_uses    bigint      NOT NULL DEFAULT 0,
+    uses        bigint      NOT NULL DEFAULT 0,
     expires_at  timestamptz,
     revoked_at  timestamptz,
     created_at  timestamptz NOT NULL,
@@ -97,7 +98,7 @@ CREATE TABLE orders (
     action_args    bytea,
     action_version text        NOT NULL DEFAULT '',
     status         text        NOT NULL CHECK (status IN ('pending', 'sent', 'success', 'failure')),
-    result_code    integer     NOT NULL DEFAULT 0,
+    result_code    bigint      NOT NULL DEFAULT 0,
     result_message text        NOT NULL DEFAULT '',
     result_data    bytea,
     user_name      text        NOT NULL DEFAULT '',
@@ -107,7 +108,7 @@ CREATE TABLE orders (
     finished_at    timestamptz,
     -- timeout_at NULL: the order has no time window.
     timeout_at     timestamptz,
-    attempts       integer     NOT NULL DEFAULT 0,
+    attempts       bigint      NOT NULL DEFAULT 0,
     -- The groups the agent was in when the order was created, in its order.
     agent_groups   text[]      NOT NULL DEFAULT '{}'
 );
