@@ -597,3 +597,41 @@ func TestLeastPermissions(t *testing.T) {
 		t.Errorf("%d messages, want 3", n)
 	}
 }
+
+// BenchmarkWrite writes batches of 500 events to an in-process server, from
+// as many writers as GOMAXPROCS, each writer an agent of its own.
+func BenchmarkWrite(b *testing.B) {
+	ns := startServerB(b)
+	o := natsjs.Options{URLs: []string{ns.ClientURL()}, Log: quiet}
+	s, err := natsjs.Open(context.Background(), o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	var agents atomic.Int64
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		agent := fmt.Sprintf("agent-%d", agents.Add(1))
+		for seq := uint64(1); pb.Next(); seq++ {
+			if err := s.Write(context.Background(), sinktest.NewBatch(agent, seq, 500)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)*500/b.Elapsed().Seconds(), "events/s")
+}
+
+func startServerB(b *testing.B) *server.Server {
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
+		StoreDir: b.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		b.Fatal("nats server not ready")
+	}
+	b.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	return srv
+}
