@@ -16,7 +16,7 @@ import (
 	"github.com/tetherhq/tether/server/storetest"
 )
 
-func open(t *testing.T, url string) *postgres.DB {
+func open(t testing.TB, url string) *postgres.DB {
 	t.Helper()
 	db, err := postgres.Open(t.Context(), url)
 	if err != nil {
@@ -326,4 +326,74 @@ func TestNULInAgentText(t *testing.T) {
 	if o.Result.Message != "out\uFFFDput" || o.Result.Code != 1<<40 {
 		t.Errorf("result stored as %d %q", o.Result.Code, o.Result.Message)
 	}
+}
+
+// registerGroup registers n agents in group g.
+func registerGroup(b *testing.B, db *postgres.DB, n int, g string) []string {
+	b.Helper()
+	ids := make([]string, n)
+	now := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%08x-0000-4000-8000-000000000000", i)
+		if err := db.RegisterAgent(b.Context(), &tether.Agent{ID: ids[i], Name: "a", Groups: []string{g}}, "", now); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return ids
+}
+
+// BenchmarkCreateGroupCommand expands a group of 10,000 agents.
+func BenchmarkCreateGroupCommand(b *testing.B) {
+	db := open(b, pgtest.URL(b))
+	const members = 10000
+	registerGroup(b, db, members, "g")
+	now := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	b.ResetTimer()
+	for i := range b.N {
+		r := &tether.CommandRequest{ID: fmt.Sprintf("r%d", i), Target: tether.Target{Type: tether.TargetGroup, ID: "g"},
+			Action: tether.Action{Name: "restart"}, CreatedAt: now}
+		orders, err := db.CreateGroupCommand(b.Context(), r, tether.Order{Action: r.Action, CreatedAt: now, TimeoutAt: now.Add(time.Hour)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(orders) != members {
+			b.Fatalf("%d orders, want %d", len(orders), members)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*members), "µs/order")
+}
+
+// BenchmarkDeliverOrders serves 1,000 polls at once, each taking one order
+// and acknowledging the one before: a group command fanned out.
+func BenchmarkDeliverOrders(b *testing.B) {
+	db := open(b, pgtest.URL(b))
+	const polls = 1000
+	ids := registerGroup(b, db, polls, "g")
+	now := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	received := make([][]string, polls)
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		r := &tether.CommandRequest{ID: fmt.Sprintf("r%d", i), Target: tether.Target{Type: tether.TargetGroup, ID: "g"},
+			Action: tether.Action{Name: "restart"}, CreatedAt: now}
+		if _, err := db.CreateGroupCommand(b.Context(), r, tether.Order{Action: r.Action, TimeoutAt: now.Add(time.Hour)}); err != nil {
+			b.Fatal(err)
+		}
+		ds := make([]tether.Delivery, polls)
+		for j, id := range ids {
+			ds[j] = tether.Delivery{AgentID: id, Received: received[j], Limit: 10}
+		}
+		b.StartTimer()
+		got, err := db.DeliverOrders(b.Context(), ds, now)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for j, os := range got {
+			if len(os) != 1 {
+				b.Fatalf("poll %d got %d orders, want 1", j, len(os))
+			}
+			received[j] = []string{os[0].ID}
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*polls), "µs/poll")
 }
