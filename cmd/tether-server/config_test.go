@@ -13,6 +13,7 @@ func TestConfigFile(t *testing.T) {
 		name, yaml, wantErr string
 	}{
 		{"empty", "", ""},
+		{"store", "store: postgres://tether@db.example.com/tether?sslmode=verify-full\n", ""},
 		{"full", "comms_addr: 127.0.0.1:1\npoll_wait: 10s\ntls:\n  cert_file: a\n  key_file: b\n  ca_file: c\nevents:\n  max_file_bytes: 100\nfiles:\n  max_bytes: 2147483648\n", ""},
 		{"unknown files key", "files:\n  max_size: 1\n", `unknown key "files.max_size"`},
 		{"events", "events:\n  max_file_bytes: 1048576\n  max_file_age: 10m\n  compress: false\n  retention: 168h\n  max_total_bytes: 1073741824\n", ""},
@@ -65,6 +66,10 @@ func TestConfigValidate(t *testing.T) {
 		{"inflight bytes", func(c *Config) { c.Ingest.MaxInflightBytes = -1 }, "ingest.max_inflight_bytes"},
 		{"busy delay", func(c *Config) { c.Ingest.BusyRetryDelay = 0 }, "ingest.busy_retry_delay"},
 		{"no ingest limits", func(c *Config) { c.Ingest = IngestConfig{BusyRetryDelay: Duration(time.Second)} }, ""},
+		{"postgres store", func(c *Config) { c.Store = "postgres://tether@db/tether?sslmode=verify-full" }, ""},
+		{"postgresql store", func(c *Config) { c.Store = "postgresql://tether@db/tether" }, ""},
+		{"other store", func(c *Config) { c.Store = "mysql://tether@db/tether" }, "store"},
+		{"store path", func(c *Config) { c.Store = "/var/lib/tether/tether.db" }, "store"},
 	}
 	for _, c := range cases {
 		cfg := defaultConfig()
