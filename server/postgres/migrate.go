@@ -107,7 +107,7 @@ func (db *DB) migrate(ctx context.Context) error {
 		applied_at timestamptz NOT NULL DEFAULT now()
 	)`)
 	if err != nil {
-		return fmt.Errorf("create schema_migrations: %w", err)
+		return fmt.Errorf("create schema_migrations: %w%s", err, hint(err))
 	}
 	var current int
 	if err := conn.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM schema_migrations").Scan(&current); err != nil {
@@ -129,8 +129,19 @@ func (db *DB) migrate(ctx context.Context) error {
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("apply migration %s: %w", m.name, err)
+			return fmt.Errorf("apply migration %s: %w%s", m.name, err, hint(err))
 		}
 	}
 	return nil
+}
+
+// hint says what an operator may do about a migration's failure.
+func hint(err error) string {
+	switch pgCode(err) {
+	case "3F000": // invalid_schema_name
+		return " (create the schema that search_path names first)"
+	case "42501": // insufficient_privilege
+		return " (the user needs the right to create tables in the database, or in the schema of search_path)"
+	}
+	return ""
 }

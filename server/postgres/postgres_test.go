@@ -397,3 +397,13 @@ func BenchmarkDeliverOrders(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*polls), "µs/poll")
 }
+
+// TestOpenMissingSchema opens a URL whose search_path names no schema: the
+// error says what to do.
+func TestOpenMissingSchema(t *testing.T) {
+	url := strings.Replace(pgtest.URL(t), "search_path=tether_test_", "search_path=missing_", 1)
+	_, err := postgres.Open(t.Context(), url)
+	if err == nil || !strings.Contains(err.Error(), "create the schema that search_path names first") {
+		t.Fatalf("Open with a missing schema: %v", err)
+	}
+}
