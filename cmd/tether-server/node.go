@@ -24,7 +24,6 @@ import (
 	"github.com/tetherhq/tether/server/live"
 	"github.com/tetherhq/tether/server/metrics"
 	"github.com/tetherhq/tether/server/mgmt"
-	"github.com/tetherhq/tether/server/notify"
 	"github.com/tetherhq/tether/server/pki"
 	"github.com/tetherhq/tether/server/presence"
 	"github.com/tetherhq/tether/server/sink/file"
@@ -65,6 +64,10 @@ type Node struct {
 	wg      sync.WaitGroup
 	cancel  context.CancelFunc
 	errc    chan error
+
+	// notifier wakes long-polls: in-process, or across the nodes of a
+	// PostgreSQL store (cluster.go).
+	notifier nodeNotifier
 }
 
 // startNode initialises the data directory if needed and starts serving.
@@ -133,7 +136,11 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 	n.APIURL = listenerURL(apiLn)
 	_, commsPort, _ := net.SplitHostPort(commsLn.Addr().String())
 
-	hub := notify.NewHub()
+	hub, err := openNotifier(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	n.notifier = hub
 	seen := presence.New(n.store, log)
 	mx := metrics.New()
 	mx.Gauge("tether_polls_waiting", "Long-polls held open by this node.", func() float64 { return float64(hub.Waiting()) })
@@ -145,6 +152,7 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 		MaxBodyBytes: cfg.MaxBodyBytes, Closing: n.closing, Metrics: mx, Files: fileStore,
 		Limits: cfg.Ingest.limits(),
 	})
+	joinNotifier(hub, svc, mx)
 	api := mgmt.New(mgmt.Options{
 		Store: n.store, Commands: &command.Manager{Store: n.store, Notifier: hub, Metrics: mx}, Notifier: hub,
 		Metrics: mx.Handler(), Closing: n.closing, Files: fileStore, Events: n.live,
@@ -236,6 +244,9 @@ func (n *Node) closeResources() error {
 	}
 	if n.nats != nil {
 		errs = append(errs, n.nats.Close())
+	}
+	if n.notifier != nil {
+		errs = append(errs, n.notifier.Close())
 	}
 	if n.store != nil {
 		errs = append(errs, n.store.Close())

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+
+	"github.com/tetherhq/tether"
+	"github.com/tetherhq/tether/server/comms"
+	"github.com/tetherhq/tether/server/metrics"
+	"github.com/tetherhq/tether/server/notify"
+	"github.com/tetherhq/tether/server/pgnotify"
+	"github.com/tetherhq/tether/server/postgres"
+)
+
+// nodeNotifier wakes the long-polls of a node's agents.
+type nodeNotifier interface {
+	tether.Notifier
+	// Waiting returns the number of polls waiting on this node.
+	Waiting() int
+	Close() error
+}
+
+// openNotifier returns the Notifier of a node. With a PostgreSQL store
+// (cfg.Store is a postgres:// URL) it is the cluster's, over LISTEN/NOTIFY
+// on that database (server/pgnotify): an order created through any node
+// wakes the poll its agent holds on any other. Otherwise the node is alone
+// and it is in-process (server/notify). Call joinNotifier once the comms
+// service exists, and Close it after the listeners.
+func openNotifier(ctx context.Context, cfg Config, log *slog.Logger) (nodeNotifier, error) {
+	if !postgres.IsURL(cfg.Store) {
+		return localHub{notify.NewHub()}, nil
+	}
+	n, err := pgnotify.New(ctx, cfg.Store, pgnotify.Options{
+		Channel: notifyChannel(cfg.Store),
+		Log:     log.With("component", "cluster-notify"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster notifications: %w", err)
+	}
+	return n, nil
+}
+
+// joinNotifier lets a cluster notifier drop what the comms service cached
+// of agents and configurations when another node changed them, and exports
+// the state of its listening connection as metrics.
+func joinNotifier(n nodeNotifier, svc *comms.Service, mx *metrics.Metrics) {
+	pg, ok := n.(*pgnotify.Notifier)
+	if !ok {
+		return
+	}
+	pg.SetCaches(svc)
+	mx.Gauge("tether_cluster_listening", "1 while this node listens to the other nodes' notifications (PostgreSQL LISTEN), else 0.", func() float64 {
+		if pg.Listening() {
+			return 1
+		}
+		return 0
+	})
+	mx.Gauge("tether_cluster_reconnects", "Times this node re-established its connection listening to the other nodes.", func() float64 {
+		return float64(pg.Reconnects())
+	})
+}
+
+// notifyChannel is the notification channel of the nodes of a store:
+// pgnotify.DefaultChannel, or with the store's schema (search_path) after
+// it, so that clusters kept in different schemas of one database do not
+// hear each other.
+func notifyChannel(storeURL string) string {
+	u, err := url.Parse(storeURL)
+	if err != nil {
+		return pgnotify.DefaultChannel
+	}
+	schema := u.Query().Get("search_path")
+	if schema == "" {
+		return pgnotify.DefaultChannel
+	}
+	var b strings.Builder
+	b.WriteString(pgnotify.DefaultChannel + "_")
+	for _, r := range strings.ToLower(schema) {
+		if b.Len() == 63 {
+			break
+		}
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || r == '_' {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	return b.String()
+}
+
+// localHub is the in-process notifier of a node alone.
+type localHub struct{ *notify.Hub }
+
+func (localHub) Close() error { return nil }
