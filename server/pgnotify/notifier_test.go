@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -17,31 +16,12 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tetherhq/tether/server/pgnotify"
+	"github.com/tetherhq/tether/server/postgres/pgtest"
 )
 
-// defaultTestURL is the test database when TETHER_TEST_POSTGRES is unset.
-const defaultTestURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-
-// testURL returns the URL of the test database. Outside CI a database that
-// cannot be reached skips the test; with CI set it fails it.
-func testURL(t testing.TB) string {
-	t.Helper()
-	url := os.Getenv("TETHER_TEST_POSTGRES")
-	if url == "" {
-		url = defaultTestURL
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("PostgreSQL at %s cannot be reached, and CI is set: %v", url, err)
-		}
-		t.Skipf("PostgreSQL at %s cannot be reached (%v): run one there (database test, trust authentication) or set TETHER_TEST_POSTGRES to a database URL to run this test", url, err)
-	}
-	_ = conn.Close(ctx)
-	return url
-}
+// testURL returns the URL of the test server (see pgtest: outside CI, a
+// server that cannot be reached skips the test).
+func testURL(t testing.TB) string { return pgtest.ServerURL(t) }
 
 // channel returns a channel name of the test's own, so that tests running
 // at once on the same database (other packages' too) do not hear each other.
@@ -319,7 +299,7 @@ func TestUnreadableMessageWakesEveryPoll(t *testing.T) {
 
 func TestOptionsChecked(t *testing.T) {
 	for _, ch := range []string{"Tether", "1abc", "a-b", "a b", string(make([]byte, 64))} {
-		if _, err := pgnotify.New(context.Background(), defaultTestURL, pgnotify.Options{Channel: ch}); err == nil {
+		if _, err := pgnotify.New(context.Background(), pgtest.DefaultURL, pgnotify.Options{Channel: ch}); err == nil {
 			t.Errorf("channel %q accepted", ch)
 		}
 	}
