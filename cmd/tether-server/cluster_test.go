@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -207,4 +208,70 @@ func terminateListener(t *testing.T, url, node string) {
 		WHERE application_name = $1) t`, "tether-listen "+node).Scan(&ended); err != nil || ended != 1 {
 		t.Fatalf("ended %d listening connections (%v), want 1", ended, err)
 	}
+}
+
+// TestClusterOrderLatency measures, on two nodes sharing a PostgreSQL
+// store, how long an order created through the first node's management
+// API takes to reach the poll its agent holds on the second: from the
+// request to the poll's answer, through TLS, the store, LISTEN/NOTIFY and
+// the poll's look. It logs the distribution (run with -v) and asserts
+// nothing about time.
+func TestClusterOrderLatency(t *testing.T) {
+	store := pgtest.URL(t)
+	nodes := startNodes(t, store, t.TempDir(), t.TempDir())
+	a, b := nodes[0], nodes[1]
+	if !a.FirstStart {
+		a, b = b, a
+	}
+	ctx := context.Background()
+	admin := adminClient(t, a)
+	id, key := enrollRaw(t, a)
+	pool := x509.NewCertPool()
+	if pem, err := os.ReadFile(b.CACertFile); err != nil || !pool.AppendCertsFromPEM(pem) {
+		t.Fatalf("CA of the nodes: %v", err)
+	}
+	agent, err := client.New(client.Config{URLs: []string{b.CommsURL}, AgentID: id, AgentKey: key, RootCAs: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	d := make([]time.Duration, 0, n)
+	var received []string
+	for range n {
+		before := b.notifier.Waiting()
+		type polled struct {
+			res client.PollResult
+			err error
+		}
+		ch := make(chan polled, 1)
+		go func() {
+			res, err := agent.Poll(ctx, client.PollRequest{Wait: time.Minute, Received: received})
+			ch <- polled{res, err}
+		}()
+		deadline := time.Now().Add(10 * time.Second)
+		for b.notifier.Waiting() == before {
+			if time.Now().After(deadline) {
+				t.Fatal("the poll is not waiting on node b after 10 s")
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		start := time.Now()
+		if _, err := admin.CreateCommand(ctx, api.CreateCommandRequest{Target: api.Target{Type: "agent", ID: id}, Action: api.Action{Name: "restart"}}); err != nil {
+			t.Fatal(err)
+		}
+		var p polled
+		select {
+		case p = <-ch:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the poll on node b was not answered within 30 s")
+		}
+		d = append(d, time.Since(start))
+		if p.err != nil || len(p.res.Orders) != 1 {
+			t.Fatalf("poll answered %+v, %v; want one order", p.res, p.err)
+		}
+		received = []string{p.res.Orders[0].ID}
+	}
+	slices.Sort(d)
+	t.Logf("order created through node A's API to the answer of the poll on node B, over %d orders: p50 %v, p90 %v, p99 %v, max %v",
+		n, d[n/2], d[n*90/100], d[n*99/100], d[n-1])
 }
