@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/tetherhq/tether"
 	"github.com/tetherhq/tether/server/comms"
@@ -95,3 +96,46 @@ func notifyChannel(storeURL string) string {
 type localHub struct{ *notify.Hub }
 
 func (localHub) Close() error { return nil }
+
+// lockArchive is the PostgreSQL advisory lock under which the nodes of a
+// store archive finished orders, one node at a time ("Tthr", then a
+// number of tether-server's own, apart from the store's locks).
+const lockArchive int64 = 0x54746872_00000101
+
+// exclusive returns a function that runs f only while this node holds the
+// advisory lock key on the store's database, so that one node of a
+// cluster at a time does what f does; when another node holds it, it
+// returns nil without running f. It is nil for a store no other node
+// shares.
+func exclusive(store tether.Store, key int64) func(context.Context, func(context.Context) error) error {
+	db, ok := store.(*postgres.DB)
+	if !ok {
+		return nil
+	}
+	return func(ctx context.Context, f func(context.Context) error) error {
+		conn, err := db.Pool().Acquire(ctx)
+		if err != nil {
+			return fmt.Errorf("take the cluster lock: %w", err)
+		}
+		var got bool
+		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&got); err != nil || !got {
+			conn.Release()
+			if err != nil {
+				return fmt.Errorf("take the cluster lock: %w", err)
+			}
+			return nil // another node is at it
+		}
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if _, err := conn.Exec(ctx, "SELECT pg_advisory_unlock($1)", key); err != nil {
+				// The lock must not stay with a connection of the pool:
+				// end the session, which releases it.
+				_ = conn.Hijack().Close(ctx)
+				return
+			}
+			conn.Release()
+		}()
+		return f(ctx)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/tetherhq/tether/api"
 	"github.com/tetherhq/tether/client"
 	"github.com/tetherhq/tether/server/pgnotify"
+	"github.com/tetherhq/tether/server/postgres"
 	"github.com/tetherhq/tether/server/postgres/pgtest"
 )
 
@@ -274,4 +275,48 @@ func TestClusterOrderLatency(t *testing.T) {
 	slices.Sort(d)
 	t.Logf("order created through node A's API to the answer of the poll on node B, over %d orders: p50 %v, p90 %v, p99 %v, max %v",
 		n, d[n/2], d[n*90/100], d[n*99/100], d[n-1])
+}
+
+func TestExclusiveRunsOnOneNodeAtATime(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx := context.Background()
+	open := func() *postgres.DB {
+		t.Helper()
+		db, err := postgres.Open(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	// A key of the test's own: advisory locks are per database, and other
+	// tests' nodes may be archiving on this one.
+	key := lockArchive + 1 + time.Now().UnixNano()%1_000_000
+	one, two := exclusive(open(), key), exclusive(open(), key)
+
+	held, release, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- one(ctx, func(context.Context) error { close(held); <-release; return nil })
+	}()
+	<-held
+	ran := false
+	if err := two(ctx, func(context.Context) error { ran = true; return nil }); err != nil || ran {
+		t.Fatalf("while the first node holds the lock, the second ran its pass (%v, %v)", ran, err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Released: the second node takes it.
+	if err := two(ctx, func(context.Context) error { ran = true; return nil }); err != nil || !ran {
+		t.Fatalf("once released, the second node did not run its pass (%v, %v)", ran, err)
+	}
+	failed := errors.New("sink down")
+	if err := one(ctx, func(context.Context) error { return failed }); !errors.Is(err, failed) {
+		t.Fatalf("a pass's error came back as %v", err)
+	}
+
+	if f := exclusive(nil, key); f != nil {
+		t.Fatal("a store no other node shares has a cluster lock")
+	}
 }

@@ -175,7 +175,8 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 	runner := &command.ServerRunner{Store: n.store, Handlers: n.serverHandlers(), Log: log.With("component", "server-orders"), Metrics: mx}
 	n.goBackground(func() { runner.Run(bg) })
 	archiver := &command.Archiver{Store: n.store, Sinks: n.eventSinks(), Retention: time.Duration(cfg.OrderRetention),
-		Interval: time.Duration(cfg.RetentionInterval), Log: log.With("component", "retention")}
+		Interval: time.Duration(cfg.RetentionInterval), Log: log.With("component", "retention"),
+		Exclusive: exclusive(n.store, lockArchive)} // one node of a cluster at a time
 	n.goBackground(func() { archiver.Run(bg) })
 
 	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{tlsCert}}

@@ -75,6 +75,12 @@ type Archiver struct {
 	Log       *slog.Logger
 	// Interval between passes (default 1 minute).
 	Interval time.Duration
+	// Exclusive, when set, runs each pass: the nodes of a cluster give it
+	// a lock they share, so that one node at a time archives (two at once
+	// would both write the same orders to the sinks). It calls pass when
+	// this node holds the lock, and returns nil without calling it when
+	// another node does.
+	Exclusive func(ctx context.Context, pass func(context.Context) error) error
 }
 
 // archiveBatch is how many orders one pass moves at a time.
@@ -93,13 +99,25 @@ func (a *Archiver) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			if n, err := a.Once(ctx, now.UTC()); err != nil && ctx.Err() == nil {
+			if n, err := a.pass(ctx, now.UTC()); err != nil && ctx.Err() == nil {
 				a.Log.Warn("archive finished orders", "err", err)
 			} else if n > 0 {
 				a.Log.Info("finished orders archived", "count", n)
 			}
 		}
 	}
+}
+
+// pass runs Once, under Exclusive when set.
+func (a *Archiver) pass(ctx context.Context, now time.Time) (n int, err error) {
+	if a.Exclusive == nil {
+		return a.Once(ctx, now)
+	}
+	err = a.Exclusive(ctx, func(ctx context.Context) error {
+		n, err = a.Once(ctx, now)
+		return err
+	})
+	return n, err
 }
 
 // archived is the payload of a "commands" event: an order with the request
