@@ -73,11 +73,11 @@ func TestClusterBehindLoadBalancer(t *testing.T) {
 	}
 	haproxy := needHAProxy(t)
 	natsURL := needNATS(t)
-	storeURL := freshDatabase(t)
+	db := freshDatabase(t)
 	stream, prefix := uniqueStream(t, natsURL)
 	began := time.Now()
 
-	c := startCluster(t, haproxy, storeURL, natsURL, stream, prefix)
+	c := startCluster(t, haproxy, db.url, natsURL, stream, prefix)
 	t.Logf("cluster up in %s: %d nodes, balancer comms %s, management %s", time.Since(began).Round(time.Millisecond),
 		len(c.nodes), c.lbComms, c.lb.apiURL)
 
@@ -90,13 +90,14 @@ func TestClusterBehindLoadBalancer(t *testing.T) {
 	awaitActive(t, c.lb, wake)
 
 	t.Log("== a command created through one node reaches an agent polling another")
-	c.measureWake(t, wake)
+	c.measureWake(t, wake, wakeOrders)
 
 	// The user: tetherctl through the balancer, all along from here.
 	user := c.startUser(t, wake.id)
 
 	t.Log("== SIGKILL of a node loses no event and no order")
-	victim := c.killNodeUnderLoad(t, load, stream)
+	events := openStream(t, stream)
+	victim := c.killNodeUnderLoad(t, load, events)
 
 	t.Log("== restarts are invisible to users beyond a retry")
 	// The killed node comes back…
@@ -128,6 +129,9 @@ func TestClusterBehindLoadBalancer(t *testing.T) {
 	if cmd.Status != "success" || len(cmd.Orders) != len(load) {
 		t.Errorf("get-config to the load agents after the restarts: %+v", cmd)
 	}
+
+	t.Log("== PostgreSQL lost for a while: nothing is lost, the cluster recovers by itself")
+	c.storeOutage(t, db, wake, load, events)
 	t.Logf("cluster test done in %s", time.Since(began).Round(time.Millisecond))
 }
 
@@ -137,6 +141,7 @@ type cluster struct {
 	lb      *server // the management API through the balancer, with the admin token and the balancer's CA
 	lbComms string  // the comms API through the balancer
 	nodeCA  string  // the cluster's CA (the nodes' DATA/tls/ca.crt)
+	lbHTTP  *http.Client
 	dir     string
 }
 
@@ -176,6 +181,17 @@ func (n *clusterNode) awaitUp(t *testing.T) {
 		}
 		return len(urlLine.FindAllString(n.p.Output(), -1)) == 2
 	})
+}
+
+// ready reports whether the node's /readyz answers 200.
+func (n *clusterNode) ready(t *testing.T) bool {
+	t.Helper()
+	resp, err := n.http.Get(n.apiURL() + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 // stop stops the node the way a service manager does: SIGTERM, then
@@ -310,19 +326,25 @@ events:
 	lbPool := x509.NewCertPool()
 	pemCA, _ := os.ReadFile(lbCA)
 	lbPool.AppendCertsFromPEM(pemCA)
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: lbPool}}}
+	c.lbHTTP = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: lbPool}}}
 	await(t, 30*time.Second, "the balancer to answer /readyz", func() bool {
 		if code, done := lb.exited(0); done {
 			t.Fatalf("haproxy exited with %d:\n%s", code, lb.Output())
 		}
-		resp, err := hc.Get(c.lb.apiURL + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		return c.lbReady()
 	})
 	return c
+}
+
+// lbReady reports whether /readyz through the balancer answers 200: the
+// balancer has a node to send requests to.
+func (c *cluster) lbReady() bool {
+	resp, err := c.lbHTTP.Get(c.lb.apiURL + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 // haproxyConfig balances every request round robin over the nodes: TLS
@@ -478,11 +500,11 @@ func (c *cluster) deliveries(t *testing.T) (count, sum []float64) {
 // measureWake creates orders for an agent whose long-poll one node holds,
 // each through another node, and reads from the nodes' metrics which node
 // delivered it and how long after its creation.
-func (c *cluster) measureWake(t *testing.T, a *clusterAgent) {
+func (c *cluster) measureWake(t *testing.T, a *clusterAgent, orders int) {
 	ctx := context.Background()
 	var cross []time.Duration
 	moved := 0
-	for i := range wakeOrders {
+	for i := range orders {
 		holder := -1
 		await(t, 2*clusterPollWait, "the agent's long-poll to be held", func() bool {
 			polls := c.waitingPolls(t)
@@ -520,8 +542,8 @@ func (c *cluster) measureWake(t *testing.T, a *clusterAgent) {
 		}
 		cross = append(cross, time.Duration((sum1[deliverer]-sum0[deliverer])*float64(time.Second)))
 	}
-	if len(cross) < wakeOrders*9/10 {
-		t.Fatalf("only %d of %d orders were delivered by the node that held the poll", len(cross), wakeOrders)
+	if len(cross) < orders*9/10 {
+		t.Fatalf("only %d of %d orders were delivered by the node that held the poll", len(cross), orders)
 	}
 	slices.Sort(cross)
 	p := func(q float64) time.Duration { return cross[min(len(cross)-1, int(q*float64(len(cross))))] }
@@ -541,11 +563,10 @@ func (c *cluster) measureWake(t *testing.T, a *clusterAgent) {
 // queues more orders, and checks that every order finishes, each run once
 // and in order, and that every event is in the stream exactly once. It
 // returns the killed node.
-func (c *cluster) killNodeUnderLoad(t *testing.T, load []*clusterAgent, stream string) *clusterNode {
+func (c *cluster) killNodeUnderLoad(t *testing.T, load []*clusterAgent, s *eventStream) *clusterNode {
 	for _, a := range load {
 		a.start(t, fmt.Sprintf("%d:%d", loadEvents, loadRate))
 	}
-	s := openStream(t, stream)
 	await(t, 30*time.Second, "every load agent's first events in the stream", func() bool {
 		s.read(t)
 		for _, a := range load {
@@ -555,15 +576,9 @@ func (c *cluster) killNodeUnderLoad(t *testing.T, load []*clusterAgent, stream s
 		}
 		return true
 	})
-	send := func(n int) string {
-		args, _ := json.Marshal(map[string]any{"command": "record", "args": []string{strconv.Itoa(n)}, "timeout": "30s"})
-		var cmd commandJSON
-		c.lb.ctlJSON(t, &cmd, "commands", "send", "--group", "load", "active-response", "--args-json", string(args), "--timeout", "3m")
-		return cmd.ID
-	}
 	var ids []string
 	for i := range ordersPerPhase {
-		ids = append(ids, send(i))
+		ids = append(ids, c.sendRecord(t, i))
 	}
 	polls := c.waitingPolls(t)
 	victim := c.nodes[slices.Index(polls, slices.Max(polls))]
@@ -587,8 +602,40 @@ func (c *cluster) killNodeUnderLoad(t *testing.T, load []*clusterAgent, stream s
 	}
 
 	for i := range ordersPerPhase {
-		ids = append(ids, send(ordersPerPhase+i))
+		ids = append(ids, c.sendRecord(t, ordersPerPhase+i))
 	}
+	c.awaitRecords(t, load, ids, 2*ordersPerPhase)
+	t.Logf("%d orders (%d before the kill, %d after) finished %s after the kill", len(ids)*len(load),
+		ordersPerPhase*len(load), ordersPerPhase*len(load), time.Since(killed).Round(time.Millisecond))
+
+	s.awaitAll(t, load, loadEvents)
+	t.Logf("%d test events in the stream, each once, %s after the kill (%d messages read in all)",
+		s.total(), time.Since(killed).Round(time.Millisecond), s.messages)
+	var live []float64
+	for _, n := range c.nodes {
+		if n != victim {
+			live = append(live, n.metrics(t)["tether_events_received_total{module=\"testload\"}"])
+		}
+	}
+	t.Logf("test events accepted by the surviving nodes: %v", live)
+	return victim
+}
+
+// sendRecord creates, through the balancer, an order for every load agent
+// to run its record script with n, and returns the command's id.
+func (c *cluster) sendRecord(t *testing.T, n int) string {
+	t.Helper()
+	args, _ := json.Marshal(map[string]any{"command": "record", "args": []string{strconv.Itoa(n)}, "timeout": "30s"})
+	var cmd commandJSON
+	c.lb.ctlJSON(t, &cmd, "commands", "send", "--group", "load", "active-response", "--args-json", string(args), "--timeout", "3m")
+	return cmd.ID
+}
+
+// awaitRecords waits until the commands ids finished, and checks that
+// each of their orders succeeded and that each agent ran 0 to n-1 once
+// each, in order.
+func (c *cluster) awaitRecords(t *testing.T, agents []*clusterAgent, ids []string, n int) {
+	t.Helper()
 	await(t, 2*time.Minute, "every order to finish", func() bool {
 		for _, id := range ids {
 			var cmd commandJSON
@@ -608,44 +655,101 @@ func (c *cluster) killNodeUnderLoad(t *testing.T, load []*clusterAgent, stream s
 			}
 		}
 	}
-	want := make([]int, 2*ordersPerPhase)
+	want := make([]int, n)
 	for i := range want {
 		want[i] = i
 	}
-	for _, a := range load {
+	for _, a := range agents {
 		if got := a.ran(t); !slices.Equal(got, want) {
 			t.Errorf("%s ran the orders %v, want each once in creation order %v", a.name, got, want)
 		}
 	}
-	t.Logf("%d orders (%d before the kill, %d after) finished %s after the kill", len(ids)*len(load),
-		ordersPerPhase*len(load), ordersPerPhase*len(load), time.Since(killed).Round(time.Millisecond))
+}
 
-	await(t, 2*time.Minute, "every test event in the stream", func() bool {
+// storeOutage makes the cluster's database refuse connections and ends
+// the nodes' sessions, for a few seconds, while the load agents push
+// events: the nodes turn unready, the balancer answers 503, agents keep
+// their events; once the database is back, the nodes recover by
+// themselves, every event reaches the stream once, orders flow, and
+// polls are woken across nodes again.
+func (c *cluster) storeOutage(t *testing.T, db *testDB, wake *clusterAgent, load []*clusterAgent, s *eventStream) {
+	for _, a := range load {
+		_ = a.p.cmd.Process.Signal(syscall.SIGTERM)
+		a.p.exited(10 * time.Second)
+		a.start(t, fmt.Sprintf("%d:%d", 2*loadEvents, loadRate))
+	}
+	await(t, 30*time.Second, "the load agents' new events in the stream", func() bool {
 		s.read(t)
 		for _, a := range load {
-			if len(s.seen[a.id]) < loadEvents {
+			if len(s.seen[a.id]) <= loadEvents {
 				return false
 			}
 		}
 		return true
 	})
-	s.read(t)
-	for _, a := range load {
-		checkOnce(t, s.seen[a.id], func(int) bool { return true }, loadEvents)
-		if len(s.seen[a.id]) != loadEvents {
-			t.Errorf("%s: %d distinct test events in the stream, want %d", a.name, len(s.seen[a.id]), loadEvents)
-		}
-	}
-	t.Logf("%d test events in the stream, each once, %s after the kill (%d messages read in all)",
-		s.total(), time.Since(killed).Round(time.Millisecond), s.messages)
-	var live []float64
+	reconnects := 0.0
 	for _, n := range c.nodes {
-		if n != victim {
-			live = append(live, n.metrics(t)["tether_events_received_total{module=\"testload\"}"])
+		reconnects += n.metrics(t)["tether_cluster_reconnects"]
+	}
+	cut := time.Now()
+	db.allowConnections(t, false)
+	await(t, 30*time.Second, "every node to be unready", func() bool {
+		for _, n := range c.nodes {
+			if n.ready(t) {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("database refused and sessions ended: every node unready after %s", time.Since(cut).Round(time.Millisecond))
+	_, stderr, code := c.lb.ctl(t, "agents", "list")
+	if code == 0 {
+		t.Errorf("tetherctl agents list succeeded without the database")
+	}
+	t.Logf("tetherctl agents list meanwhile: exit %d: %s", code, strings.TrimSpace(stderr))
+	time.Sleep(5 * time.Second) // the outage
+	s.read(t)
+	during := s.total()
+	db.allowConnections(t, true)
+	back := time.Now()
+	await(t, 60*time.Second, "every node to be ready", func() bool {
+		for _, n := range c.nodes {
+			if !n.ready(t) {
+				return false
+			}
+		}
+		return true
+	})
+	ready := time.Since(back)
+	await(t, 30*time.Second, "the balancer to take the nodes back", c.lbReady)
+	t.Logf("database back after an outage of %s: every node ready %s later, the balancer sends them requests %s later",
+		back.Sub(cut).Round(time.Millisecond), ready.Round(time.Millisecond), time.Since(back).Round(time.Millisecond))
+	var ids []string
+	for i := range ordersPerPhase {
+		ids = append(ids, c.sendRecord(t, 2*ordersPerPhase+i))
+	}
+	c.awaitRecords(t, load, ids, 3*ordersPerPhase)
+	s.awaitAll(t, load, 2*loadEvents)
+	t.Logf("%d test events in the stream, each once, %s after the database came back (%d when it did)",
+		s.total(), time.Since(back).Round(time.Millisecond), during)
+	after := 0.0
+	for _, n := range c.nodes {
+		m := n.metrics(t)
+		after += m["tether_cluster_reconnects"]
+		if m["tether_cluster_listening"] != 1 {
+			t.Errorf("%s does not listen to the other nodes after the outage", n.name)
 		}
 	}
-	t.Logf("test events accepted by the surviving nodes: %v", live)
-	return victim
+	if after <= reconnects {
+		t.Errorf("no node re-established its listening connection (reconnects %v, then %v)", reconnects, after)
+	}
+	// Polls are woken across nodes again (measured with the wake agent's
+	// poll alone).
+	for _, a := range load {
+		_ = a.p.cmd.Process.Signal(syscall.SIGTERM)
+		a.p.exited(10 * time.Second)
+	}
+	c.measureWake(t, wake, 20)
 }
 
 // awaitServing waits until the balancer sends the node requests again: a
@@ -803,6 +907,28 @@ func (s *eventStream) read(t *testing.T) {
 	}
 }
 
+// awaitAll waits until the stream holds events 0 to n-1 of every agent,
+// and checks each is there once.
+func (s *eventStream) awaitAll(t *testing.T, agents []*clusterAgent, n int) {
+	t.Helper()
+	await(t, 2*time.Minute, "every test event in the stream", func() bool {
+		s.read(t)
+		for _, a := range agents {
+			if len(s.seen[a.id]) < n {
+				return false
+			}
+		}
+		return true
+	})
+	s.read(t)
+	for _, a := range agents {
+		checkOnce(t, s.seen[a.id], func(int) bool { return true }, n)
+		if len(s.seen[a.id]) != n {
+			t.Errorf("%s: %d distinct test events in the stream, want %d", a.name, len(s.seen[a.id]), n)
+		}
+	}
+}
+
 // total is the number of test events read, duplicates included.
 func (s *eventStream) total() int {
 	n := 0
@@ -866,46 +992,57 @@ func missing(t *testing.T, what string, err error, how string) {
 	t.Skipf("%s: %v\nskipping the cluster test; to run it, %s", what, err, how)
 }
 
+// testDB is a database of this run on the test PostgreSQL server.
+type testDB struct {
+	name, url string
+	base      string // the server's URL (its database is not this one)
+}
+
 // freshDatabase creates a database for this run on the test PostgreSQL
-// server (see pgtest), dropped at the end, and returns its URL.
-func freshDatabase(t *testing.T) string {
+// server (see pgtest), dropped at the end.
+func freshDatabase(t *testing.T) *testDB {
 	t.Helper()
-	base := pgtest.ServerURL(t)
+	db := &testDB{base: pgtest.ServerURL(t)}
 	var b [6]byte
 	rand.Read(b[:])
-	name := "tether_cluster_" + hex.EncodeToString(b[:])
+	db.name = "tether_cluster_" + hex.EncodeToString(b[:])
+	db.exec(t, "CREATE DATABASE "+db.name)
+	t.Cleanup(func() { db.exec(t, "DROP DATABASE IF EXISTS "+db.name+" WITH (FORCE)") })
+	u, err := url.Parse(db.base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + db.name
+	q := u.Query()
+	q.Set("application_name", "tether-cluster-test")
+	u.RawQuery = q.Encode()
+	db.url = u.String()
+	return db
+}
+
+// exec runs SQL on the server's own database.
+func (db *testDB) exec(t *testing.T, sql string, args ...any) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, base)
+	conn, err := pgx.Connect(ctx, db.base)
 	if err != nil {
 		t.Fatalf("connect to the test PostgreSQL: %v", err)
 	}
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("create database %s: %v", name, err)
+	if _, err := conn.Exec(ctx, sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
+}
+
+// allowConnections lets sessions into the database, or refuses them and
+// ends those open: to its clients, the database is gone.
+func (db *testDB) allowConnections(t *testing.T, allow bool) {
+	t.Helper()
+	db.exec(t, fmt.Sprintf("ALTER DATABASE %s ALLOW_CONNECTIONS %t", db.name, allow))
+	if !allow {
+		db.exec(t, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", db.name)
 	}
-	u.Path = "/" + name
-	q := u.Query()
-	q.Set("application_name", "tether-cluster-test")
-	u.RawQuery = q.Encode()
-	return u.String()
 }
 
 // uniqueStream names a stream and subject prefix of this run's own, and
