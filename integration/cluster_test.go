@@ -30,11 +30,14 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tetherhq/tether/api"
+	commsv1 "github.com/tetherhq/tether/gen/tether/comms/v1"
+	"github.com/tetherhq/tether/gen/tether/comms/v1/commsv1connect"
 	"github.com/tetherhq/tether/server/postgres/pgtest"
 )
 
@@ -71,21 +74,22 @@ func TestClusterBehindLoadBalancer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: skipping the cluster test")
 	}
-	haproxy := needHAProxy(t)
+	balancer, program := needBalancer(t)
 	natsURL := needNATS(t)
 	db := freshDatabase(t)
 	stream, prefix := uniqueStream(t, natsURL)
 	began := time.Now()
 
-	c := startCluster(t, haproxy, db.url, natsURL, stream, prefix)
-	t.Logf("cluster up in %s: %d nodes, balancer comms %s, management %s", time.Since(began).Round(time.Millisecond),
-		len(c.nodes), c.lbComms, c.lb.apiURL)
+	c := startCluster(t, balancer, program, db.url, natsURL, stream, prefix)
+	t.Logf("cluster up in %s: %d nodes, %s in front: comms %s, management %s", time.Since(began).Round(time.Millisecond),
+		len(c.nodes), balancer, c.lbComms, c.lb.apiURL)
 
 	wake := c.enroll(t, "wake-1", "wake")
 	var load []*clusterAgent
 	for i := range 3 {
 		load = append(load, c.enroll(t, fmt.Sprintf("load-%d", i+1), "load"))
 	}
+	c.checkProtocols(t, wake)
 	wake.start(t, "")
 	awaitActive(t, c.lb, wake)
 
@@ -238,7 +242,7 @@ func (n *clusterNode) metrics(t *testing.T) map[string]float64 {
 
 // startCluster starts the nodes on one store, then HAProxy in front of
 // them, and checks the nodes share one identity.
-func startCluster(t *testing.T, haproxy, storeURL, natsURL, stream, prefix string) *cluster {
+func startCluster(t *testing.T, balancer, program, storeURL, natsURL, stream, prefix string) *cluster {
 	t.Helper()
 	c := &cluster{dir: t.TempDir()}
 	ports := freePorts(t, 2*clusterNodes+2)
@@ -315,14 +319,26 @@ events:
 	// cluster's CA.
 	lbCert, lbCA := writeBalancerCert(t, c.dir)
 	c.lb = &server{apiURL: fmt.Sprintf("https://127.0.0.1:%d", lbAPI), caCert: lbCA, adminToken: admin}
-	conf := filepath.Join(c.dir, "haproxy.cfg")
-	if err := os.WriteFile(conf, []byte(haproxyConfig(c, lbCert, lbComms, lbAPI)), 0o600); err != nil {
-		t.Fatal(err)
+	var lb *proc
+	if balancer == "nginx" {
+		conf := filepath.Join(c.dir, "nginx.conf")
+		if err := os.WriteFile(conf, []byte(nginxConfig(c, lbCert, lbComms, lbAPI)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(program, "-t", "-p", c.dir, "-e", "stderr", "-c", conf).CombinedOutput(); err != nil {
+			t.Fatalf("nginx -t: %v\n%s", err, out)
+		}
+		lb = startCmd(t, exec.Command(program, "-p", c.dir, "-e", "stderr", "-c", conf))
+	} else {
+		conf := filepath.Join(c.dir, "haproxy.cfg")
+		if err := os.WriteFile(conf, []byte(haproxyConfig(c, lbCert, lbComms, lbAPI)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(program, "-c", "-f", conf).CombinedOutput(); err != nil {
+			t.Fatalf("haproxy -c: %v\n%s", err, out)
+		}
+		lb = startCmd(t, exec.Command(program, "-db", "-f", conf))
 	}
-	if out, err := exec.Command(haproxy, "-c", "-f", conf).CombinedOutput(); err != nil {
-		t.Fatalf("haproxy -c: %v\n%s", err, out)
-	}
-	lb := startCmd(t, exec.Command(haproxy, "-db", "-f", conf))
 	lbPool := x509.NewCertPool()
 	pemCA, _ := os.ReadFile(lbCA)
 	lbPool.AppendCertsFromPEM(pemCA)
@@ -473,6 +489,58 @@ func awaitActive(t *testing.T, lb *server, a *clusterAgent) {
 		return got.Status == "active"
 	})
 }
+
+// checkProtocols authenticates as the agent through the balancer with
+// each protocol the comms API speaks: Connect over HTTP/2 (what
+// tether-agent uses), gRPC over HTTP/2, gRPC-Web over HTTP/1.1, and plain
+// JSON over HTTP/1.1 as curl sends it.
+func (c *cluster) checkProtocols(t *testing.T, a *clusterAgent) {
+	t.Helper()
+	var ident struct {
+		AgentID  string `json:"agent_id"`
+		AgentKey string `json:"agent_key"`
+	}
+	b, _ := os.ReadFile(filepath.Join(a.dir, "identity.json"))
+	if err := json.Unmarshal(b, &ident); err != nil {
+		t.Fatal(err)
+	}
+	roots := c.lbHTTP.Transport.(*http.Transport).TLSClientConfig.RootCAs
+	h2 := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}}
+	h1 := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	for _, p := range []struct {
+		name  string
+		hc    *http.Client
+		opts  []connect.ClientOption
+		proto int
+	}{
+		{"connect", h2, nil, 2},
+		{"grpc", h2, []connect.ClientOption{connect.WithGRPC()}, 2},
+		{"grpc-web", h1, []connect.ClientOption{connect.WithGRPCWeb()}, 1},
+		{"connect+json", h1, []connect.ClientOption{connect.WithProtoJSON()}, 1},
+	} {
+		var proto int
+		hc := &http.Client{Timeout: p.hc.Timeout, Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			resp, err := p.hc.Transport.RoundTrip(r)
+			if err == nil {
+				proto = resp.ProtoMajor
+			}
+			return resp, err
+		})}
+		cl := commsv1connect.NewAgentServiceClient(hc, c.lbComms, p.opts...)
+		resp, err := cl.Authenticate(context.Background(), connect.NewRequest(&commsv1.AuthenticateRequest{AgentId: ident.AgentID, AgentKey: ident.AgentKey}))
+		if err != nil || resp.Msg.Token == "" || proto != p.proto {
+			t.Fatalf("Authenticate with %s through the balancer: %v (HTTP/%d, want HTTP/%d)", p.name, err, proto, p.proto)
+		}
+		_, err = cl.Authenticate(context.Background(), connect.NewRequest(&commsv1.AuthenticateRequest{AgentId: ident.AgentID, AgentKey: "wrong"}))
+		if connect.CodeOf(err) != connect.CodeUnauthenticated {
+			t.Fatalf("Authenticate with %s and a wrong key through the balancer: %v, want unauthenticated", p.name, err)
+		}
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // waitingPolls returns the long-polls each node holds.
 func (c *cluster) waitingPolls(t *testing.T) []int {
@@ -732,13 +800,20 @@ func (c *cluster) storeOutage(t *testing.T, db *testDB, wake *clusterAgent, load
 	s.awaitAll(t, load, 2*loadEvents)
 	t.Logf("%d test events in the stream, each once, %s after the database came back (%d when it did)",
 		s.total(), time.Since(back).Round(time.Millisecond), during)
+	// Each node listens to the others again: it connects again with a
+	// backoff (up to 10 s between attempts), then catches up.
+	await(t, 30*time.Second, "every node to listen to the others again", func() bool {
+		for _, n := range c.nodes {
+			if n.metrics(t)["tether_cluster_listening"] != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("every node listens to the others again %s after the database came back", time.Since(back).Round(time.Millisecond))
 	after := 0.0
 	for _, n := range c.nodes {
-		m := n.metrics(t)
-		after += m["tether_cluster_reconnects"]
-		if m["tether_cluster_listening"] != 1 {
-			t.Errorf("%s does not listen to the other nodes after the outage", n.name)
-		}
+		after += n.metrics(t)["tether_cluster_reconnects"]
 	}
 	if after <= reconnects {
 		t.Errorf("no node re-established its listening connection (reconnects %v, then %v)", reconnects, after)
@@ -940,18 +1015,24 @@ func (s *eventStream) total() int {
 	return n
 }
 
-// needHAProxy returns the haproxy program, or skips the test (fails it
-// under CI) when it is not installed.
-func needHAProxy(t *testing.T) string {
+// needBalancer returns the balancer the test runs, haproxy (or nginx
+// with TETHER_TEST_LB=nginx, to check the nginx configuration of
+// docs/cluster.md), and its program, or skips the test (fails it under
+// CI) when it is not installed.
+func needBalancer(t *testing.T) (name, program string) {
 	t.Helper()
-	path, err := exec.LookPath("haproxy")
-	if err != nil {
-		if _, err2 := os.Stat("/usr/sbin/haproxy"); err2 == nil {
-			return "/usr/sbin/haproxy"
-		}
-		missing(t, "haproxy is not installed", err, "install it (Debian: apt-get install haproxy)")
+	name = "haproxy"
+	if os.Getenv("TETHER_TEST_LB") == "nginx" {
+		name = "nginx"
 	}
-	return path
+	path, err := exec.LookPath(name)
+	if err != nil {
+		if _, err2 := os.Stat("/usr/sbin/" + name); err2 == nil {
+			return name, "/usr/sbin/" + name
+		}
+		missing(t, name+" is not installed", err, "install it (Debian: apt-get install "+name+")")
+	}
+	return name, path
 }
 
 func natsTestURL() string {
@@ -1130,4 +1211,91 @@ func writeBalancerCert(t *testing.T, dir string) (certFile, caFile string) {
 		t.Fatal(err)
 	}
 	return certFile, caFile
+}
+
+// nginxConfig is the nginx configuration of docs/cluster.md on the
+// test's ports: every request balanced round robin, TLS ended and
+// re-encrypted; Connect and gRPC-Web calls are proxied over HTTP/1.1,
+// native gRPC calls (content type application/grpc…) with grpc_pass over
+// HTTP/2, through an upstream of their own (nginx cannot share kept-alive
+// upstream connections between the two). nginx has no active health checks: a node that refuses or
+// fails a call is skipped for fail_timeout, and comms calls (all safe to
+// send again) go to the next node on an error, a timeout or a 502-504.
+func nginxConfig(c *cluster, certFile string, commsPort, apiPort int) string {
+	var comms, mgmt strings.Builder
+	for _, n := range c.nodes {
+		fmt.Fprintf(&comms, "        server 127.0.0.1:%d max_fails=1 fail_timeout=5s;\n", n.commsPort)
+		fmt.Fprintf(&mgmt, "        server 127.0.0.1:%d max_fails=1 fail_timeout=5s;\n", n.apiPort)
+	}
+	return fmt.Sprintf(`daemon off;
+worker_processes 1;
+pid nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    upstream tether_comms {
+%s        keepalive 32;
+    }
+    upstream tether_comms_grpc {
+%s        keepalive 32;
+    }
+    upstream tether_management {
+%s        keepalive 8;
+    }
+    map $http_content_type $tether_grpc {
+        "~^application/grpc(\\+[a-z]+)?(;.*)?$" 1;
+        default 0;
+    }
+    server {
+        listen 127.0.0.1:%d ssl http2;
+        ssl_certificate %s;
+        ssl_certificate_key %s;
+        client_max_body_size 9m;
+        location / {
+            if ($tether_grpc) {
+                error_page 418 = @grpc;
+                return 418;
+            }
+            proxy_pass https://tether_comms;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_ssl_verify on;
+            proxy_ssl_trusted_certificate %s;
+            proxy_ssl_name localhost;
+            proxy_ssl_session_reuse on;
+            proxy_read_timeout 90s;
+            proxy_send_timeout 90s;
+            proxy_next_upstream error timeout http_502 http_503 http_504 non_idempotent;
+        }
+        location @grpc {
+            grpc_pass grpcs://tether_comms_grpc;
+            grpc_ssl_verify on;
+            grpc_ssl_trusted_certificate %s;
+            grpc_ssl_name localhost;
+            grpc_read_timeout 90s;
+            grpc_send_timeout 90s;
+            grpc_next_upstream error timeout non_idempotent;
+        }
+    }
+    server {
+        listen 127.0.0.1:%d ssl http2;
+        ssl_certificate %s;
+        ssl_certificate_key %s;
+        client_max_body_size 1g;
+        location / {
+            proxy_pass https://tether_management;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_ssl_verify on;
+            proxy_ssl_trusted_certificate %s;
+            proxy_ssl_name localhost;
+            proxy_ssl_session_reuse on;
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 1h;
+            proxy_next_upstream error timeout;
+        }
+    }
+}
+`, comms.String(), comms.String(), mgmt.String(), commsPort, certFile, certFile, c.nodeCA, c.nodeCA, apiPort, certFile, certFile, c.nodeCA)
 }
