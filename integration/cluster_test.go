@@ -3,6 +3,7 @@ package integration_test
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -146,7 +147,10 @@ type cluster struct {
 	lbComms string  // the comms API through the balancer
 	nodeCA  string  // the cluster's CA (the nodes' DATA/tls/ca.crt)
 	lbHTTP  *http.Client
-	dir     string
+	// passthrough: the balancer passes TLS through and balances
+	// connections, not requests.
+	passthrough bool
+	dir         string
 }
 
 // clusterNode is one tether-server process, on fixed ports so that it
@@ -317,35 +321,46 @@ events:
 	// The balancer presents a certificate of its own (as it would for a
 	// public name) and verifies the nodes' certificates with the
 	// cluster's CA.
+	//
+	// Passed through (TETHER_TEST_LB=haproxy-tcp or nginx-tcp), TLS goes
+	// from the agents to the nodes, which they trust; the balancer
+	// balances connections.
 	lbCert, lbCA := writeBalancerCert(t, c.dir)
-	c.lb = &server{apiURL: fmt.Sprintf("https://127.0.0.1:%d", lbAPI), caCert: lbCA, adminToken: admin}
-	var lb *proc
-	if balancer == "nginx" {
-		conf := filepath.Join(c.dir, "nginx.conf")
-		if err := os.WriteFile(conf, []byte(nginxConfig(c, lbCert, lbComms, lbAPI)), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if out, err := exec.Command(program, "-t", "-p", c.dir, "-e", "stderr", "-c", conf).CombinedOutput(); err != nil {
-			t.Fatalf("nginx -t: %v\n%s", err, out)
-		}
-		lb = startCmd(t, exec.Command(program, "-p", c.dir, "-e", "stderr", "-c", conf))
-	} else {
-		conf := filepath.Join(c.dir, "haproxy.cfg")
-		if err := os.WriteFile(conf, []byte(haproxyConfig(c, lbCert, lbComms, lbAPI)), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if out, err := exec.Command(program, "-c", "-f", conf).CombinedOutput(); err != nil {
-			t.Fatalf("haproxy -c: %v\n%s", err, out)
-		}
-		lb = startCmd(t, exec.Command(program, "-db", "-f", conf))
+	if c.passthrough = strings.HasSuffix(balancer, "-tcp"); c.passthrough {
+		lbCA = c.nodeCA
 	}
+	c.lb = &server{apiURL: fmt.Sprintf("https://127.0.0.1:%d", lbAPI), caCert: lbCA, adminToken: admin}
+	var config string
+	switch balancer {
+	case "haproxy":
+		config = haproxyConfig(c, lbCert, lbComms, lbAPI)
+	case "haproxy-tcp":
+		config = haproxyTCPConfig(c, lbComms, lbAPI)
+	case "nginx":
+		config = nginxConfig(c, lbCert, lbComms, lbAPI)
+	case "nginx-tcp":
+		config = nginxStreamConfig(c, lbComms, lbAPI)
+	}
+	conf := filepath.Join(c.dir, "balancer.conf")
+	if err := os.WriteFile(conf, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	check, run := exec.Command(program, "-c", "-f", conf), exec.Command(program, "-db", "-f", conf)
+	if strings.HasPrefix(balancer, "nginx") {
+		check = exec.Command(program, "-t", "-p", c.dir, "-e", "stderr", "-c", conf)
+		run = exec.Command(program, "-p", c.dir, "-e", "stderr", "-c", conf)
+	}
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s\n%s", strings.Join(check.Args, " "), err, out, config)
+	}
+	lb := startCmd(t, run)
 	lbPool := x509.NewCertPool()
 	pemCA, _ := os.ReadFile(lbCA)
 	lbPool.AppendCertsFromPEM(pemCA)
 	c.lbHTTP = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: lbPool}}}
 	await(t, 30*time.Second, "the balancer to answer /readyz", func() bool {
 		if code, done := lb.exited(0); done {
-			t.Fatalf("haproxy exited with %d:\n%s", code, lb.Output())
+			t.Fatalf("%s exited with %d:\n%s", balancer, code, lb.Output())
 		}
 		return c.lbReady()
 	})
@@ -828,9 +843,14 @@ func (c *cluster) storeOutage(t *testing.T, db *testDB, wake *clusterAgent, load
 }
 
 // awaitServing waits until the balancer sends the node requests again: a
-// long-poll is held by it.
+// long-poll is held by it. Passed through, agents keep the connections
+// they have to the other nodes, so the node only has to be ready.
 func (c *cluster) awaitServing(t *testing.T, n *clusterNode) {
 	t.Helper()
+	if c.passthrough {
+		await(t, 30*time.Second, n.name+" to be ready", func() bool { return n.ready(t) })
+		return
+	}
 	await(t, 4*clusterPollWait, n.name+" to hold a long-poll again", func() bool {
 		return n.metrics(t)["tether_polls_waiting"] > 0
 	})
@@ -1015,24 +1035,30 @@ func (s *eventStream) total() int {
 	return n
 }
 
-// needBalancer returns the balancer the test runs, haproxy (or nginx
-// with TETHER_TEST_LB=nginx, to check the nginx configuration of
-// docs/cluster.md), and its program, or skips the test (fails it under
-// CI) when it is not installed.
-func needBalancer(t *testing.T) (name, program string) {
+// needBalancer returns the balancer the test runs and its program, or
+// skips the test (fails it under CI) when it is not installed. It is
+// haproxy, or with TETHER_TEST_LB one of the other configurations of
+// docs/cluster.md: haproxy-tcp (TLS passed through), nginx, nginx-tcp.
+func needBalancer(t *testing.T) (balancer, program string) {
 	t.Helper()
-	name = "haproxy"
-	if os.Getenv("TETHER_TEST_LB") == "nginx" {
-		name = "nginx"
+	balancer = cmp.Or(os.Getenv("TETHER_TEST_LB"), "haproxy")
+	name, _, _ := strings.Cut(balancer, "-")
+	if !slices.Contains([]string{"haproxy", "haproxy-tcp", "nginx", "nginx-tcp"}, balancer) {
+		t.Fatalf("TETHER_TEST_LB=%s: want haproxy, haproxy-tcp, nginx or nginx-tcp", balancer)
+	}
+	if balancer == "nginx-tcp" {
+		if _, err := os.Stat(nginxStreamModule); err != nil {
+			missing(t, "nginx's stream module is not installed", err, "install it (Debian: apt-get install libnginx-mod-stream)")
+		}
 	}
 	path, err := exec.LookPath(name)
 	if err != nil {
 		if _, err2 := os.Stat("/usr/sbin/" + name); err2 == nil {
-			return name, "/usr/sbin/" + name
+			return balancer, "/usr/sbin/" + name
 		}
 		missing(t, name+" is not installed", err, "install it (Debian: apt-get install "+name+")")
 	}
-	return name, path
+	return balancer, path
 }
 
 func natsTestURL() string {
@@ -1211,6 +1237,91 @@ func writeBalancerCert(t *testing.T, dir string) (certFile, caFile string) {
 		t.Fatal(err)
 	}
 	return certFile, caFile
+}
+
+// haproxyTCPConfig passes TLS through to the nodes (mode tcp): each
+// connection goes to the node with the fewest, and stays there. Nodes are
+// checked on /readyz of their management listener, over TLS.
+func haproxyTCPConfig(c *cluster, commsPort, apiPort int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `global
+    maxconn 4096
+
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 150s
+    timeout server 150s
+    timeout check 2s
+    retries 3
+    option redispatch 1
+
+frontend comms
+    bind 127.0.0.1:%d
+    default_backend tether_comms
+
+frontend management
+    bind 127.0.0.1:%d
+    default_backend tether_management
+
+backend tether_comms
+    balance leastconn
+    option httpchk GET /readyz
+    http-check expect status 200
+    default-server check check-ssl verify required ca-file %s inter 500ms fall 1 rise 2
+`, commsPort, apiPort, c.nodeCA)
+	for _, n := range c.nodes {
+		fmt.Fprintf(&b, "    server %s 127.0.0.1:%d port %d\n", n.name, n.commsPort, n.apiPort)
+	}
+	fmt.Fprintf(&b, `
+backend tether_management
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+    default-server check check-ssl verify required ca-file %s inter 500ms fall 1 rise 2
+`, c.nodeCA)
+	for _, n := range c.nodes {
+		fmt.Fprintf(&b, "    server %s 127.0.0.1:%d\n", n.name, n.apiPort)
+	}
+	return b.String()
+}
+
+// nginxStreamModule is where Debian's libnginx-mod-stream puts the module.
+const nginxStreamModule = "/usr/lib/nginx/modules/ngx_stream_module.so"
+
+// nginxStreamConfig passes TLS through to the nodes (nginx's stream
+// module): each connection goes to the node with the fewest.
+func nginxStreamConfig(c *cluster, commsPort, apiPort int) string {
+	var comms, mgmt strings.Builder
+	for _, n := range c.nodes {
+		fmt.Fprintf(&comms, "        server 127.0.0.1:%d max_fails=1 fail_timeout=5s;\n", n.commsPort)
+		fmt.Fprintf(&mgmt, "        server 127.0.0.1:%d max_fails=1 fail_timeout=5s;\n", n.apiPort)
+	}
+	return fmt.Sprintf(`load_module %s;
+daemon off;
+worker_processes 1;
+pid nginx.pid;
+events { worker_connections 4096; }
+stream {
+    upstream tether_comms {
+        least_conn;
+%s    }
+    upstream tether_management {
+%s    }
+    server {
+        listen 127.0.0.1:%d;
+        proxy_pass tether_comms;
+        proxy_connect_timeout 2s;
+        proxy_timeout 150s;
+    }
+    server {
+        listen 127.0.0.1:%d;
+        proxy_pass tether_management;
+        proxy_connect_timeout 2s;
+        proxy_timeout 1h;
+    }
+}
+`, nginxStreamModule, comms.String(), mgmt.String(), commsPort, apiPort)
 }
 
 // nginxConfig is the nginx configuration of docs/cluster.md on the
