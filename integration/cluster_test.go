@@ -364,6 +364,17 @@ events:
 		}
 		return c.lbReady()
 	})
+	if !c.passthrough {
+		// Metrics are scraped from each node, not through the balancer.
+		resp, err := c.lbHTTP.Get(c.lb.apiURL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("/metrics through the balancer: %s, want 403", resp.Status)
+		}
+	}
 	return c
 }
 
@@ -409,6 +420,7 @@ frontend comms
 
 frontend management
     bind 127.0.0.1:%d ssl crt %s alpn h2,http/1.1
+    http-request deny if { path_beg /metrics }
     default_backend tether_management
 
 backend tether_comms
@@ -1393,6 +1405,9 @@ http {
         ssl_certificate %s;
         ssl_certificate_key %s;
         client_max_body_size 1g;
+        location /metrics {
+            return 403;
+        }
         location / {
             proxy_pass https://tether_management;
             proxy_http_version 1.1;
