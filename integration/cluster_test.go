@@ -704,8 +704,9 @@ func (c *cluster) killNodeUnderLoad(t *testing.T, load []*clusterAgent, s *event
 		ordersPerPhase*len(load), ordersPerPhase*len(load), time.Since(killed).Round(time.Millisecond))
 
 	s.awaitAll(t, load, loadEvents)
-	t.Logf("%d test events in the stream, each once, %s after the kill (%d messages read in all)",
-		s.total(), time.Since(killed).Round(time.Millisecond), s.messages)
+	msgs, size := s.size(t)
+	t.Logf("%d test events in the stream, each once, %s after the kill (%d messages read in all; the stream stores %d bytes a message)",
+		s.total(), time.Since(killed).Round(time.Millisecond), s.messages, size/max(msgs, 1))
 	var live []float64
 	for _, n := range c.nodes {
 		if n != victim {
@@ -954,6 +955,8 @@ func (u *user) stats() userStats {
 // eventStream reads the test stream with an ordered consumer, keeping
 // count of the test-load events of each agent by number.
 type eventStream struct {
+	js       jetstream.JetStream
+	name     string
 	cons     jetstream.Consumer
 	seen     map[string]map[int]int // agent id → event number → times
 	messages int
@@ -976,7 +979,7 @@ func openStream(t *testing.T, stream string) *eventStream {
 	if err != nil {
 		t.Fatalf("consume stream %s: %v", stream, err)
 	}
-	return &eventStream{cons: cons, seen: map[string]map[int]int{}}
+	return &eventStream{js: js, name: stream, cons: cons, seen: map[string]map[int]int{}}
 }
 
 // read takes every message the stream holds that was not read yet.
@@ -1034,6 +1037,22 @@ func (s *eventStream) awaitAll(t *testing.T, agents []*clusterAgent, n int) {
 			t.Errorf("%s: %d distinct test events in the stream, want %d", a.name, len(s.seen[a.id]), n)
 		}
 	}
+}
+
+// size returns the messages the stream holds and their bytes as stored.
+func (s *eventStream) size(t *testing.T) (msgs, bytes uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := s.js.Stream(ctx, s.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs, info.State.Bytes
 }
 
 // total is the number of test events read, duplicates included.
