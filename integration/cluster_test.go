@@ -32,11 +32,13 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tetherhq/tether/api"
+	"github.com/tetherhq/tether/client"
 	commsv1 "github.com/tetherhq/tether/gen/tether/comms/v1"
 	"github.com/tetherhq/tether/gen/tether/comms/v1/commsv1connect"
 	"github.com/tetherhq/tether/server/postgres/pgtest"
@@ -216,9 +218,15 @@ func (n *clusterNode) stop(t *testing.T) {
 // labelled ones by name and labels as printed.
 func (n *clusterNode) metrics(t *testing.T) map[string]float64 {
 	t.Helper()
-	resp, err := n.http.Get(n.apiURL() + "/metrics")
+	return scrapeMetrics(t, n.http, n.apiURL())
+}
+
+// scrapeMetrics reads the /metrics of the management API at apiURL.
+func scrapeMetrics(t testing.TB, hc *http.Client, apiURL string) map[string]float64 {
+	t.Helper()
+	resp, err := hc.Get(apiURL + "/metrics")
 	if err != nil {
-		t.Fatalf("%s /metrics: %v", n.name, err)
+		t.Fatalf("%s/metrics: %v", apiURL, err)
 	}
 	defer resp.Body.Close()
 	m := map[string]float64{}
@@ -239,7 +247,7 @@ func (n *clusterNode) metrics(t *testing.T) map[string]float64 {
 		}
 	}
 	if err := sc.Err(); err != nil {
-		t.Fatalf("%s /metrics: %v", n.name, err)
+		t.Fatalf("%s/metrics: %v", apiURL, err)
 	}
 	return m
 }
@@ -1213,7 +1221,7 @@ func uniqueStream(t *testing.T, natsURL string) (stream, prefix string) {
 }
 
 // freePorts returns n TCP ports free on 127.0.0.1 now.
-func freePorts(t *testing.T, n int) []int {
+func freePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var out []int
 	for range n {
@@ -1230,7 +1238,7 @@ func freePorts(t *testing.T, n int) []int {
 // writeBalancerCert writes a CA and, signed by it, a certificate for
 // 127.0.0.1 and localhost with its key, in the one PEM file haproxy
 // takes. It returns that file and the CA's certificate.
-func writeBalancerCert(t *testing.T, dir string) (certFile, caFile string) {
+func writeBalancerCert(t testing.TB, dir string) (certFile, caFile string) {
 	t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	caTmpl := &x509.Certificate{
@@ -1443,4 +1451,128 @@ http {
     }
 }
 `, comms.String(), comms.String(), mgmt.String(), commsPort, certFile, certFile, c.nodeCA, c.nodeCA, apiPort, certFile, certFile, c.nodeCA)
+}
+
+// BenchmarkNodeMemoryPerAgent measures what a connected agent costs a
+// node: n agents (the Go client, one connection each) hold a long-poll on
+// one tether-server, connected directly and through HAProxy ending TLS;
+// the node's memory before and after, from its own metrics, divided by n.
+// Each iteration is one measurement: run it with -benchtime 1x,
+//
+//	go test ./integration -run '^$' -bench NodeMemoryPerAgent -benchtime 1x
+//
+// docs/cluster.md (sizing) has the figures.
+func BenchmarkNodeMemoryPerAgent(b *testing.B) {
+	const n = 2000
+	for _, via := range []string{"direct", "haproxy"} {
+		b.Run(via, func(b *testing.B) {
+			var haproxy string
+			if via == "haproxy" {
+				var err error
+				if haproxy, err = exec.LookPath("haproxy"); err != nil {
+					if haproxy, err = exec.LookPath("/usr/sbin/haproxy"); err != nil {
+						b.Skip("haproxy is not installed")
+					}
+				}
+			}
+			for range b.N {
+				s := serverWith(b, "poll_wait: 100s\nmax_poll_wait: 120s\n")
+				pemCA, err := os.ReadFile(s.caCert)
+				if err != nil {
+					b.Fatal(err)
+				}
+				pool := x509.NewCertPool()
+				pool.AppendCertsFromPEM(pemCA)
+				hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+				comms, agentCAs := s.commsURL, pool
+				var lb *proc
+				if via == "haproxy" {
+					comms, agentCAs, lb = balanceOne(b, haproxy, s)
+				}
+				ctx, cancel := context.WithCancel(context.Background())
+				admin, err := api.New(api.Options{Server: s.apiURL, Token: s.adminToken, CACertFile: s.caCert})
+				if err != nil {
+					b.Fatal(err)
+				}
+				et, err := admin.CreateEnrollmentToken(ctx, api.CreateEnrollmentTokenRequest{MaxUses: n, TTL: "1h"})
+				if err != nil {
+					b.Fatal(err)
+				}
+				enroll, _ := api.New(api.Options{Server: s.apiURL, Token: et.Token, CACertFile: s.caCert})
+				clients := make([]*client.Client, n)
+				for i := range clients {
+					id := uuid.NewString()
+					reg, err := enroll.RegisterAgent(ctx, api.RegisterAgentRequest{ID: id, Name: fmt.Sprintf("mem-%d", i)})
+					if err != nil {
+						b.Fatal(err)
+					}
+					if clients[i], err = client.New(client.Config{URLs: []string{comms}, AgentID: id, AgentKey: reg.AgentKey, RootCAs: agentCAs}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				before := scrapeMetrics(b, hc, s.apiURL)
+				var lbBefore float64
+				if lb != nil {
+					lbBefore = rssBytes(lb.cmd.Process.Pid)
+				}
+				var wg sync.WaitGroup
+				for _, c := range clients {
+					wg.Go(func() {
+						for ctx.Err() == nil {
+							_, _ = c.Poll(ctx, client.PollRequest{Wait: 100 * time.Second})
+						}
+					})
+				}
+				await(b, 2*time.Minute, "every agent's long-poll held", func() bool {
+					return scrapeMetrics(b, hc, s.apiURL)["tether_polls_waiting"] >= n
+				})
+				time.Sleep(2 * time.Second) // let the last connections settle
+				after := scrapeMetrics(b, hc, s.apiURL)
+				if lb != nil {
+					b.ReportMetric((rssBytes(lb.cmd.Process.Pid)-lbBefore)/n/1024, "haproxy-rss-KiB/agent")
+				}
+				cancel()
+				wg.Wait()
+				per := func(k string) float64 { return (after[k] - before[k]) / n }
+				b.ReportMetric(per("process_resident_memory_bytes")/1024, "rss-KiB/agent")
+				b.ReportMetric((per("go_memstats_heap_inuse_bytes")+per("go_memstats_stack_inuse_bytes"))/1024, "heap+stack-KiB/agent")
+				b.ReportMetric(per("go_goroutines"), "goroutines/agent")
+			}
+		})
+	}
+}
+
+// balanceOne puts HAProxy, configured as the cluster test's, in front of
+// one node and returns its comms URL, the CA of its certificate and its
+// process.
+func balanceOne(b *testing.B, haproxy string, s *server) (string, *x509.CertPool, *proc) {
+	b.Helper()
+	commsU, _ := url.Parse(s.commsURL)
+	apiU, _ := url.Parse(s.apiURL)
+	commsPort, _ := strconv.Atoi(commsU.Port())
+	apiPort, _ := strconv.Atoi(apiU.Port())
+	dir := b.TempDir()
+	c := &cluster{nodeCA: s.caCert, nodes: []*clusterNode{{name: "node-1", commsPort: commsPort, apiPort: apiPort}}}
+	ports := freePorts(b, 2)
+	cert, ca := writeBalancerCert(b, dir)
+	conf := filepath.Join(dir, "haproxy.cfg")
+	config := strings.Replace(haproxyConfig(c, cert, ports[0], ports[1]), "maxconn 4096", "maxconn 9000", 1)
+	if err := os.WriteFile(conf, []byte(config), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	p := startCmd(b, exec.Command(haproxy, "-db", "-f", conf))
+	pemCA, _ := os.ReadFile(ca)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pemCA)
+	lb := fmt.Sprintf("https://127.0.0.1:%d", ports[0])
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	await(b, 30*time.Second, "haproxy", func() bool {
+		resp, err := hc.Get(fmt.Sprintf("https://127.0.0.1:%d/readyz", ports[1]))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return lb, pool, p
 }
