@@ -423,11 +423,11 @@ defaults
     option redispatch 1
 
 frontend comms
-    bind 127.0.0.1:%d ssl crt %s alpn h2,http/1.1
+    bind 127.0.0.1:%d ssl crt "%s" alpn h2,http/1.1
     default_backend tether_comms
 
 frontend management
-    bind 127.0.0.1:%d ssl crt %s alpn h2,http/1.1
+    bind 127.0.0.1:%d ssl crt "%s" alpn h2,http/1.1
     http-request deny if { path_beg /metrics }
     default_backend tether_management
 
@@ -436,7 +436,7 @@ backend tether_comms
     retry-on conn-failure empty-response response-timeout
     option httpchk GET /readyz
     http-check expect status 200
-    default-server ssl verify required ca-file %s alpn h2,http/1.1 check check-ssl check-alpn http/1.1 inter 500ms fall 1 rise 2
+    default-server ssl verify required ca-file "%s" alpn h2,http/1.1 check check-ssl check-alpn http/1.1 inter 500ms fall 1 rise 2
 `, commsPort, certFile, apiPort, certFile, c.nodeCA)
 	for _, n := range c.nodes {
 		fmt.Fprintf(&b, "    server %s 127.0.0.1:%d port %d\n", n.name, n.commsPort, n.apiPort)
@@ -447,7 +447,7 @@ backend tether_management
     retry-on conn-failure
     option httpchk GET /readyz
     http-check expect status 200
-    default-server ssl verify required ca-file %s alpn h2,http/1.1 check check-alpn http/1.1 inter 500ms fall 1 rise 2
+    default-server ssl verify required ca-file "%s" alpn h2,http/1.1 check check-alpn http/1.1 inter 500ms fall 1 rise 2
 `, c.nodeCA)
 	for _, n := range c.nodes {
 		fmt.Fprintf(&b, "    server %s 127.0.0.1:%d\n", n.name, n.apiPort)
@@ -1221,16 +1221,38 @@ func uniqueStream(t *testing.T, natsURL string) (stream, prefix string) {
 }
 
 // freePorts returns n TCP ports free on 127.0.0.1 now.
+//
+// They are drawn below the kernel's range of ephemeral ports, which the
+// processes' own outgoing connections (to PostgreSQL, NATS, the nodes)
+// take their local ports from: a node listens on its ports again after a
+// restart, and an outgoing connection must not have taken one meanwhile.
 func freePorts(t testing.TB, n int) []int {
 	t.Helper()
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > 11000 {
+				low = v
+			}
+		}
+	}
 	var out []int
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	var b [2]byte
+	for tries := 0; len(out) < n; tries++ {
+		if tries > 1000 {
+			t.Fatalf("no %d free ports below %d", n, low)
+		}
+		rand.Read(b[:])
+		port := 10000 + (int(b[0])<<8|int(b[1]))%(low-10000)
+		if slices.Contains(out, port) {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
 		defer ln.Close()
-		out = append(out, ln.Addr().(*net.TCPAddr).Port)
+		out = append(out, port)
 	}
 	return out
 }
@@ -1307,7 +1329,7 @@ backend tether_comms
     balance leastconn
     option httpchk GET /readyz
     http-check expect status 200
-    default-server check check-ssl verify required ca-file %s inter 500ms fall 1 rise 2
+    default-server check check-ssl verify required ca-file "%s" inter 500ms fall 1 rise 2
 `, commsPort, apiPort, c.nodeCA)
 	for _, n := range c.nodes {
 		fmt.Fprintf(&b, "    server %s 127.0.0.1:%d port %d\n", n.name, n.commsPort, n.apiPort)
@@ -1317,7 +1339,7 @@ backend tether_management
     balance roundrobin
     option httpchk GET /readyz
     http-check expect status 200
-    default-server check check-ssl verify required ca-file %s inter 500ms fall 1 rise 2
+    default-server check check-ssl verify required ca-file "%s" inter 500ms fall 1 rise 2
 `, c.nodeCA)
 	for _, n := range c.nodes {
 		fmt.Fprintf(&b, "    server %s 127.0.0.1:%d\n", n.name, n.apiPort)
@@ -1336,7 +1358,7 @@ func nginxStreamConfig(c *cluster, commsPort, apiPort int) string {
 		fmt.Fprintf(&comms, "        server 127.0.0.1:%d max_fails=1 fail_timeout=5s;\n", n.commsPort)
 		fmt.Fprintf(&mgmt, "        server 127.0.0.1:%d max_fails=1 fail_timeout=5s;\n", n.apiPort)
 	}
-	return fmt.Sprintf(`load_module %s;
+	return fmt.Sprintf(`load_module "%s";
 daemon off;
 worker_processes 1;
 pid nginx.pid;
@@ -1398,8 +1420,8 @@ http {
     }
     server {
         listen 127.0.0.1:%d ssl http2;
-        ssl_certificate %s;
-        ssl_certificate_key %s;
+        ssl_certificate "%s";
+        ssl_certificate_key "%s";
         client_max_body_size 9m;
         location / {
             if ($tether_grpc) {
@@ -1410,7 +1432,7 @@ http {
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_ssl_verify on;
-            proxy_ssl_trusted_certificate %s;
+            proxy_ssl_trusted_certificate "%s";
             proxy_ssl_name localhost;
             proxy_ssl_session_reuse on;
             proxy_read_timeout 90s;
@@ -1420,7 +1442,7 @@ http {
         location @grpc {
             grpc_pass grpcs://tether_comms_grpc;
             grpc_ssl_verify on;
-            grpc_ssl_trusted_certificate %s;
+            grpc_ssl_trusted_certificate "%s";
             grpc_ssl_name localhost;
             grpc_read_timeout 90s;
             grpc_send_timeout 90s;
@@ -1429,8 +1451,8 @@ http {
     }
     server {
         listen 127.0.0.1:%d ssl http2;
-        ssl_certificate %s;
-        ssl_certificate_key %s;
+        ssl_certificate "%s";
+        ssl_certificate_key "%s";
         client_max_body_size 1g;
         location /metrics {
             return 403;
@@ -1440,7 +1462,7 @@ http {
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_ssl_verify on;
-            proxy_ssl_trusted_certificate %s;
+            proxy_ssl_trusted_certificate "%s";
             proxy_ssl_name localhost;
             proxy_ssl_session_reuse on;
             proxy_buffering off;
