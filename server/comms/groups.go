@@ -30,12 +30,13 @@ func (s *Service) SetGroups(ctx context.Context, req *connect.Request[commsv1.Se
 	if err := s.checkSetGroupOrder(ctx, a.ID, id, groups); err != nil {
 		return nil, s.fail(method, err)
 	}
+	// The group service drops the cached record (Forget) when the groups
+	// changed, before it wakes the agent's polls.
 	gs := &group.Service{Store: s.o.Store, Notifier: s.o.Notifier, ForgetAgent: s.Forget, ForgetConfigs: s.ForgetConfigs}
 	updated, err := gs.SetAgentGroups(ctx, a.ID, groups)
 	if err != nil {
 		return nil, s.fail(method, err)
 	}
-	s.Forget(a.ID)
 	version, err := s.configVersion(ctx, updated.Groups)
 	if err != nil {
 		return nil, s.fail(method, err)

@@ -90,7 +90,7 @@ func (s *Server) setAgentGroups(w http.ResponseWriter, r *http.Request, _ *tethe
 	} else if err != nil {
 		return err
 	}
-	s.o.AgentChanged(a.ID)
+	// s.o.Groups told AgentChanged before it woke the agent's polls.
 	s.o.Log.Info("agent groups set", "agent", a.ID, "groups", a.Groups)
 	writeJSON(w, http.StatusOK, s.agentJSON(a))
 	return nil
