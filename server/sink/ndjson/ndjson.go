@@ -78,13 +78,18 @@ func AppendBatch(dst []byte, b *tether.Batch) ([]byte, error) {
 			key, op := ev.Key, string(ev.Op)
 			r.Key, r.Op = &key, &op
 		}
-		if ev.Encoding == tether.EncodingJSON && utf8.Valid(ev.Payload) && json.Valid(ev.Payload) {
+		// Encode ends each object with a newline and compacts Payload,
+		// which checks it is JSON on the way: a payload that is not is
+		// written in base64 instead (Encode writes nothing when it fails).
+		if ev.Encoding == tether.EncodingJSON && len(ev.Payload) > 0 && utf8.Valid(ev.Payload) {
 			r.Payload = ev.Payload
-		} else {
-			s := base64.StdEncoding.EncodeToString(ev.Payload)
-			r.PayloadB64 = &s
+			if enc.Encode(&r) == nil {
+				continue
+			}
+			r.Payload = nil
 		}
-		// Encode ends each object with a newline and compacts Payload.
+		s := base64.StdEncoding.EncodeToString(ev.Payload)
+		r.PayloadB64 = &s
 		if err := enc.Encode(&r); err != nil {
 			return dst, fmt.Errorf("encode event %q: %w", ev.ID, err)
 		}
