@@ -43,6 +43,9 @@ type Node struct {
 	// the configuration asked for :0).
 	CommsURL string
 	APIURL   string
+	// DebugURL is the debug listener's URL (http://HOST:PORT), when
+	// debug_addr is set.
+	DebugURL string
 	// CACertFile is the CA agents and tools must trust.
 	CACertFile string
 	// AdminToken is the bootstrap admin token (read from DATA/admin.token).
@@ -59,6 +62,7 @@ type Node struct {
 	nats    *natsjs.Sink
 	live    *live.Hub // accepted batches, for people following them
 	servers []*http.Server
+	debug   *http.Server // debug_addr's, closed with the resources
 	closing chan struct{}
 	ready   atomic.Bool
 	wg      sync.WaitGroup
@@ -76,6 +80,10 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
+	limits, err := resolveNodeLimits(cfg)
+	if err != nil {
+		return nil, err
+	}
 	n = &Node{log: log, cfg: cfg, closing: make(chan struct{}), errc: make(chan error, 4)}
 	partial := n // the return statements below set n to nil on failure
 	defer func() {
@@ -84,6 +92,9 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 		}
 	}()
 
+	if err := n.serveDebug(); err != nil {
+		return nil, err
+	}
 	if n.store, _, err = openStore(ctx, cfg); err != nil {
 		return nil, err
 	}
@@ -150,7 +161,7 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 		Store: n.store, Sinks: append(n.eventSinks(), n.live), Notifier: hub, Keys: keys, Presence: seen,
 		Log: log.With("api", "comms"), PollWait: time.Duration(cfg.PollWait), MaxPollWait: time.Duration(cfg.MaxPollWait),
 		MaxBodyBytes: cfg.MaxBodyBytes, Closing: n.closing, Metrics: mx, Files: fileStore,
-		Limits: cfg.Ingest.limits(),
+		Limits: cfg.Ingest.limits(), MaxWaitingPolls: limits.maxPolls,
 	})
 	joinNotifier(hub, svc, mx)
 	api := mgmt.New(mgmt.Options{
@@ -180,7 +191,7 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 	n.goBackground(func() { archiver.Run(bg) })
 
 	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{tlsCert}}
-	n.serve(commsLn, svc.Handler(), tlsConf, "comms")
+	n.serve(limits.listen(commsLn, tlsConf, mx, log), svc.Handler(), tlsConf, "comms")
 	n.serve(apiLn, api, tlsConf, "management")
 	n.ready.Store(true)
 	log.Info("tether-server started", "comms", n.CommsURL, "api", n.APIURL, "data_dir", cfg.DataDir, "store", storeName(cfg))
@@ -237,6 +248,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 
 func (n *Node) closeResources() error {
 	var errs []error
+	if n.debug != nil {
+		errs = append(errs, n.debug.Close())
+	}
 	if n.live != nil {
 		errs = append(errs, n.live.Close())
 	}
