@@ -4,7 +4,7 @@ TOOL      := $(GO) tool -modfile=tools/go.mod
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 BIN       := bin
-PROGRAMS  := tether-server tether-agent tetherctl
+PROGRAMS  := tether-server tether-agent tetherctl tether-loadtest
 
 .PHONY: help build generate check test test-race bench fuzz clean
 

@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Dir(filepath.Dir(file))
 	cmd := exec.Command("go", "build", "-o", dir+string(os.PathSeparator),
-		"./cmd/tether-server", "./cmd/tether-agent", "./cmd/tetherctl")
+		"./cmd/tether-server", "./cmd/tether-agent", "./cmd/tetherctl", "./cmd/tether-loadtest")
 	cmd.Dir = root
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
