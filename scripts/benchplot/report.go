@@ -29,9 +29,9 @@ type machine struct {
 }
 
 type serverStats struct {
-	RSSBytesBefore   int64 `json:"rss_bytes_before"`
-	RSSBytes         int64 `json:"rss_bytes"`
-	RSSPerAgentBytes int64 `json:"rss_per_agent_bytes"`
+	RSSBytesBefore   int64   `json:"rss_bytes_before"`
+	RSSBytes         int64   `json:"rss_bytes"`
+	RSSPerAgentBytes float64 `json:"rss_per_agent_bytes"`
 }
 
 type latency struct {
@@ -75,7 +75,7 @@ func (r report) name() string {
 func (r report) perAgentBytes() float64 {
 	switch {
 	case r.Server.RSSPerAgentBytes > 0:
-		return float64(r.Server.RSSPerAgentBytes)
+		return r.Server.RSSPerAgentBytes
 	case r.AgentsConnected == 0:
 		return 0
 	case r.Server.RSSBytesBefore > 0:
