@@ -3,6 +3,7 @@ package integration_test
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -33,10 +34,14 @@ func cpuTime(b *testing.B, pid int) time.Duration {
 }
 
 // rssBytes is a process's resident memory.
-func rssBytes(pid int) float64 {
-	raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+func rssBytes(pid int) float64 { return procBytes(pid, "status", "VmRSS") }
+
+// procBytes reads a "Key: N kB" line of /proc/PID/<file> in bytes; 0 when
+// the file or the key is missing.
+func procBytes(pid int, file, key string) float64 {
+	raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, file))
 	for line := range strings.Lines(string(raw)) {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, key+":"); ok {
 			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
 			return kb * 1024
 		}
@@ -127,5 +132,73 @@ func BenchmarkBackfill(b *testing.B) {
 				b.ReportMetric(from/took.Seconds(), "events/s")
 			}
 		})
+	}
+}
+
+// BenchmarkAgentIdle measures what an enrolled, connected agent with
+// nothing to do costs its host: the default modules on (inventory,
+// health), long-polls held by a server with its default poll_wait (50 s),
+// no orders and no load. After a warm-up (connected, the first inventory
+// and health sent, then 10 s more) it reads the agent's CPU time over a
+// window and its memory at the end:
+//
+//   - cpu-s/h: CPU seconds (user + system) per hour, extrapolated from the
+//     window;
+//   - rss-MiB, pss-MiB: VmRSS, and the proportional set size from
+//     smaps_rollup (shared pages divided among the processes mapping
+//     them); rss-peak-MiB is VmHWM, the peak since start;
+//   - bin-MiB: the binary as the harness builds it (with symbols), and
+//     bin-stripped-MiB as `make build` does (-trimpath -ldflags '-s -w').
+//
+// The window is TETHER_BENCH_IDLE_WINDOW (a Go duration, default 2m):
+//
+//	TETHER_BENCH_IDLE_WINDOW=10m go test ./integration -run '^$' -bench AgentIdle -benchtime 1x -timeout 30m
+func BenchmarkAgentIdle(b *testing.B) {
+	window := 2 * time.Minute
+	if v := os.Getenv("TETHER_BENCH_IDLE_WINDOW"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Second {
+			b.Fatalf("TETHER_BENCH_IDLE_WINDOW: %q is not a duration of 1s or more", v)
+		}
+		window = d
+	}
+	for range b.N {
+		s := serverWith(b, "poll_wait: 50s\n")
+		a := enrollCrashAgent(b, s)
+		p := startCmd(b, exec.Command(bin("tether-agent"), "run", "--data-dir", a.dir))
+		pid := p.cmd.Process.Pid
+		await(b, time.Minute, "the agent connected, its first documents sent", func() bool {
+			st := statusFile(a.dir)
+			connected, _ := st["connected"].(bool)
+			q, ok := st["queued_events"].(float64)
+			return connected && ok && q == 0
+		})
+		time.Sleep(10 * time.Second)
+		c0, t0 := cpuTime(b, pid), time.Now()
+		time.Sleep(window)
+		c1, t1 := cpuTime(b, pid), time.Now()
+		rss, pss, peak := rssBytes(pid), procBytes(pid, "smaps_rollup", "Pss"), procBytes(pid, "status", "VmHWM")
+		if connected, _ := statusFile(a.dir)["connected"].(bool); !connected {
+			b.Errorf("the agent was not connected at the end of the window")
+		}
+		stopAgent(p)
+		b.ReportMetric(float64(c1-c0)/float64(t1.Sub(t0))*3600, "cpu-s/h")
+		b.ReportMetric(rss/(1<<20), "rss-MiB")
+		b.ReportMetric(peak/(1<<20), "rss-peak-MiB")
+		if pss > 0 {
+			b.ReportMetric(pss/(1<<20), "pss-MiB")
+		}
+	}
+	b.StopTimer()
+	if fi, err := os.Stat(bin("tether-agent")); err == nil {
+		b.ReportMetric(float64(fi.Size())/(1<<20), "bin-MiB")
+	}
+	stripped := filepath.Join(b.TempDir(), "tether-agent")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", stripped, "./cmd/tether-agent")
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Logf("stripped build: %v\n%s", err, out)
+	} else if fi, err := os.Stat(stripped); err == nil {
+		b.ReportMetric(float64(fi.Size())/(1<<20), "bin-stripped-MiB")
 	}
 }
