@@ -11,8 +11,9 @@
 //     "baseline"), with the 30 KiB per agent target as a dashed line from
 //     Tether's first point;
 //   - command-latency.svg: the distribution (CDF) of single-command
-//     latencies, a curve per report with samples, p50 and p99 marked on
-//     each (computed from the samples drawn, nearest rank).
+//     latencies, a curve per report with samples (its baseline's dashed,
+//     in the same colour), p50 and p99 marked on each (computed from the
+//     samples drawn, nearest rank).
 //
 // Only the standard library: the SVG is written by hand.
 package main

@@ -105,22 +105,27 @@ func memoryPlot(reports []report) ([]byte, bool) {
 	return c.svg(), true
 }
 
-// curve is one report's latency samples, sorted.
+// curve is one report's latency samples, sorted. A report and its
+// baseline share a colour; the baseline's curve is dashed.
 type curve struct {
 	name     string
 	sorted   []float64
 	p50, p99 float64
+	color    int
+	dashed   bool
 }
 
 func latencyCurves(reports []report) []curve {
 	var out []curve
+	color := -1
 	add := func(r report) {
 		if len(r.CommandLatency.SamplesMs) == 0 {
 			return
 		}
 		s := slices.Clone(r.CommandLatency.SamplesMs)
 		slices.Sort(s)
-		out = append(out, curve{name: r.name(), sorted: s, p50: percentile(s, 0.5), p99: percentile(s, 0.99)})
+		out = append(out, curve{name: r.name(), sorted: s, p50: percentile(s, 0.5), p99: percentile(s, 0.99),
+			color: color, dashed: r.isBaseline()})
 	}
 	// Fewer agents first, whatever the order of the files.
 	reports = slices.Clone(reports)
@@ -128,6 +133,7 @@ func latencyCurves(reports []report) []curve {
 		return cmp.Compare(max(a.AgentsConnected, a.Agents), max(b.AgentsConnected, b.Agents))
 	})
 	for _, r := range reports {
+		color++
 		add(r)
 		if r.Baseline != nil {
 			b := *r.Baseline
@@ -205,13 +211,13 @@ func latencyPlot(reports []report) ([]byte, bool) {
 		}
 		c.text(c.x.from+6, py+dy, 11.5, inkMuted, "start", "", g.name)
 	}
-	for i, cv := range curves {
-		color := palette[i%len(palette)]
+	for _, cv := range curves {
+		color := palette[cv.color%len(palette)]
 		xs, ys := cdfSteps(cv.sorted, 2000)
-		c.polyline(xs, ys, color, false)
+		c.polyline(xs, ys, color, cv.dashed)
 		c.dot(cv.p50, 0.5, color, true)
 		c.dot(cv.p99, 0.99, color, true)
-		c.legend = append(c.legend, legendEntry{color: color, label: fmt.Sprintf("%s (n=%d): p50 %s ms, p99 %s ms",
+		c.legend = append(c.legend, legendEntry{color: color, dashed: cv.dashed, label: fmt.Sprintf("%s (n=%d): p50 %s ms, p99 %s ms",
 			cv.name, len(cv.sorted), ms(cv.p50), ms(cv.p99))})
 	}
 	return c.svg(), true
