@@ -170,6 +170,38 @@ type CancelFilter struct {
 	OrderID   string
 }
 
+// Finish is one result of an order, as FinishOrders applies it.
+type Finish struct {
+	// AgentID is the agent reporting ("" for a server order).
+	AgentID string
+	OrderID string
+	// Status is OrderSuccess or OrderFailure.
+	Status OrderStatus
+	Result Result
+}
+
+// FinishOutcome is what FinishOrders did with one Finish: Order is the
+// order as stored, or Err says why there is none (ENOTFOUND). Finished is
+// true when this Finish is what finished the order (false for a repeated
+// report).
+type FinishOutcome struct {
+	Order    *Order
+	Finished bool
+	Err      error
+}
+
+// CheckFinishes checks that every result of fs finishes its order (success
+// or failure): a Store's FinishOrders fails the batch with EINVALID
+// otherwise.
+func CheckFinishes(fs []Finish) error {
+	for _, f := range fs {
+		if !f.Status.Finished() {
+			return FieldError("status", "must be %q or %q, not %q", OrderSuccess, OrderFailure, f.Status)
+		}
+	}
+	return nil
+}
+
 // Delivery is one agent's poll for orders, as DeliverOrders serves it.
 type Delivery struct {
 	AgentID string

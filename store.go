@@ -118,6 +118,14 @@ type CommandStore interface {
 	// idempotent); an order of another agent is ENOTFOUND. agentID ""
 	// finishes a server order.
 	FinishOrder(ctx context.Context, agentID, orderID string, status OrderStatus, res Result, at time.Time) (*Order, error)
+	// FinishOrders applies the results fs in one transaction, in order,
+	// each as FinishOrder does, and returns the outcome of each at the
+	// same index: the order as stored, or an ENOTFOUND error for an
+	// unknown order or one of another agent (which does not fail the
+	// others). Any other error fails the whole batch. Applying many
+	// agents' results at once is what lets the answers of a fan-out to
+	// thousands of agents cost a few transactions rather than one each.
+	FinishOrders(ctx context.Context, fs []Finish, at time.Time) ([]FinishOutcome, error)
 	// ExpireOrders fails, with the message "timed out", every pending or
 	// sent order whose time window ended before now, server orders
 	// included, and returns how many it changed. Safe to run on several

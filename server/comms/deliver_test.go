@@ -87,6 +87,75 @@ func TestDelivererServesConcurrentPollsTogether(t *testing.T) {
 	}
 }
 
+// TestFinisherAppliesConcurrentReportsTogether has many agents report at
+// once: each result is applied to its own order, the reports share far
+// fewer transactions than reports, and a result for another agent's order
+// is refused alone.
+func TestFinisherAppliesConcurrentReportsTogether(t *testing.T) {
+	ctx := context.Background()
+	db, err := sqlite.Open(filepath.Join(t.TempDir(), "t.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	const n = 300
+	now := time.Now().UTC()
+	ids := make([]string, n)
+	r := &tether.CommandRequest{ID: uuid.NewString(), Target: tether.Target{Type: tether.TargetGroup, ID: "g"},
+		Action: tether.Action{Name: "restart"}, CreatedAt: now, Timeout: time.Hour}
+	var orders []*tether.Order
+	for i := range ids {
+		ids[i] = uuid.NewString()
+		if err := db.RegisterAgent(ctx, &tether.Agent{ID: ids[i], Name: "a", KeyHash: make([]byte, 32)}, "", now); err != nil {
+			t.Fatal(err)
+		}
+		orders = append(orders, &tether.Order{ID: uuid.NewString(), RequestID: r.ID, AgentID: ids[i], Action: r.Action,
+			Status: tether.OrderPending, CreatedAt: now, TimeoutAt: now.Add(time.Hour)})
+	}
+	if err := db.CreateCommand(ctx, r, orders); err != nil {
+		t.Fatal(err)
+	}
+	counting := &countingStore{CommandStore: db, hold: 1, release: make(chan struct{})}
+	f := &finisher{store: counting, now: time.Now}
+	go func() {
+		waitFor(t, func() bool {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			return counting.firstHeld()/2+len(f.queue) == n // two results per report
+		})
+		close(counting.release)
+	}()
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mine := tether.Finish{AgentID: id, OrderID: orders[i].ID, Status: tether.OrderSuccess, Result: tether.Result{Message: "ok"}}
+			theirs := tether.Finish{AgentID: id, OrderID: orders[(i+1)%n].ID, Status: tether.OrderSuccess}
+			got, err := f.finish(ctx, []tether.Finish{theirs, mine})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if len(got) != 2 || tether.ErrorCode(got[0].Err) != tether.ENOTFOUND {
+				t.Errorf("agent %s: another agent's order gave %+v, want not found", id, got)
+				return
+			}
+			if o := got[1].Order; got[1].Err != nil || !got[1].Finished || o.ID != orders[i].ID || o.Status != tether.OrderSuccess {
+				t.Errorf("agent %s: its result gave %+v, want its order finished", id, got[1])
+			}
+		}()
+	}
+	wg.Wait()
+	if calls := counting.calls(); calls > 2 {
+		t.Errorf("%d reports applied by %d transactions, want at most 2", n, calls)
+	}
+	// A status that finishes nothing is refused before it joins a batch.
+	if _, err := f.finish(ctx, []tether.Finish{{AgentID: ids[0], OrderID: orders[0].ID, Status: tether.OrderSent}}); tether.ErrorCode(err) != tether.EINVALID {
+		t.Errorf("a result that finishes nothing: %v, want invalid", err)
+	}
+}
+
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -99,8 +168,8 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-// countingStore counts DeliverOrders transactions and holds the one
-// numbered hold until release is closed.
+// countingStore counts DeliverOrders and FinishOrders transactions and
+// holds the one numbered hold until release is closed.
 type countingStore struct {
 	tether.CommandStore
 	hold    int
@@ -123,6 +192,20 @@ func (c *countingStore) DeliverOrders(ctx context.Context, ds []tether.Delivery,
 		<-c.release
 	}
 	return c.CommandStore.DeliverOrders(ctx, ds, now)
+}
+
+func (c *countingStore) FinishOrders(ctx context.Context, fs []tether.Finish, at time.Time) ([]tether.FinishOutcome, error) {
+	c.mu.Lock()
+	c.n++
+	hold := c.n == c.hold
+	if hold {
+		c.held = len(fs)
+	}
+	c.mu.Unlock()
+	if hold {
+		<-c.release
+	}
+	return c.CommandStore.FinishOrders(ctx, fs, at)
 }
 
 func (c *countingStore) firstHeld() int {

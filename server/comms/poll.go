@@ -167,33 +167,31 @@ func (s *Service) ReportResults(ctx context.Context, req *connect.Request[commsv
 	if n := len(req.Msg.Results); n > maxResultsPerCall {
 		return nil, s.fail(method, tether.FieldError("results", "%d results: at most %d per call", n, maxResultsPerCall))
 	}
-	type parsed struct {
-		id  string
-		st  tether.OrderStatus
-		res tether.Result
-	}
-	list := make([]parsed, 0, len(req.Msg.Results))
+	fs := make([]tether.Finish, len(req.Msg.Results))
 	for i, r := range req.Msg.Results {
 		id, st, res, err := resultFromProto(r)
 		if err != nil {
 			return nil, s.fail(method, under(fieldIndex("results", i), err))
 		}
-		list = append(list, parsed{id, st, res})
+		fs[i] = tether.Finish{AgentID: a.ID, OrderID: id, Status: st, Result: res}
 	}
-	now := s.o.Now().UTC()
+	// Applied together with the results other agents report meanwhile.
+	outs, err := s.finish.finish(ctx, fs)
+	if err != nil {
+		return nil, s.fail(method, err)
+	}
 	resp := &commsv1.ReportResultsResponse{}
-	for _, p := range list {
-		o, err := s.o.Store.FinishOrder(ctx, a.ID, p.id, p.st, p.res, now)
+	for i, out := range outs {
 		switch {
-		case err == nil:
-			if o.FinishedAt.Equal(now) { // this report finished it
-				s.o.Metrics.OrderFinished(o.Action.Name, string(o.Status), o.CreatedAt, now)
+		case out.Err == nil:
+			if o := out.Order; out.Finished {
+				s.o.Metrics.OrderFinished(o.Action.Name, string(o.Status), o.CreatedAt, o.FinishedAt)
 			}
-			resp.AcknowledgedOrderIds = append(resp.AcknowledgedOrderIds, p.id)
-		case tether.ErrorCode(err) == tether.ENOTFOUND:
-			s.o.Log.Info("result for an unknown order", "agent", a.ID, "order", p.id)
+			resp.AcknowledgedOrderIds = append(resp.AcknowledgedOrderIds, fs[i].OrderID)
+		case tether.ErrorCode(out.Err) == tether.ENOTFOUND:
+			s.o.Log.Info("result for an unknown order", "agent", a.ID, "order", fs[i].OrderID)
 		default:
-			return nil, s.fail(method, err)
+			return nil, s.fail(method, out.Err)
 		}
 	}
 	return connect.NewResponse(resp), nil

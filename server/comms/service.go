@@ -64,6 +64,7 @@ type Options struct {
 type Service struct {
 	o        Options
 	deliver  *deliverer
+	finish   *finisher
 	configs  configVersions
 	limiter  *ingest.Limiter
 	ingester *ingest.Ingester
@@ -101,6 +102,7 @@ func New(o Options) *Service {
 	}
 	return &Service{
 		o: o, agents: map[string]cachedAgent{}, deliver: &deliverer{store: o.Store, now: o.Now},
+		finish:   &finisher{store: o.Store, now: o.Now},
 		limiter:  ingest.NewLimiter(o.Limits, nil, o.Metrics),
 		ingester: ingest.New(ingest.Options{Store: o.Store, Sinks: o.Sinks, Metrics: o.Metrics, Log: o.Log, Now: o.Now}),
 	}

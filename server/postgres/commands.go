@@ -610,38 +610,63 @@ func (db *DB) ClaimServerOrders(ctx context.Context, limitN int, now time.Time) 
 // finished is returned unchanged; an order of another agent is ENOTFOUND.
 // agentID "" finishes a server order.
 func (db *DB) FinishOrder(ctx context.Context, agentID, orderID string, status tether.OrderStatus, res tether.Result, at time.Time) (*tether.Order, error) {
-	if !status.Finished() {
-		return nil, tether.FieldError("status", "must be %q or %q, not %q", tether.OrderSuccess, tether.OrderFailure, status)
+	out, err := db.FinishOrders(ctx, []tether.Finish{{AgentID: agentID, OrderID: orderID, Status: status, Result: res}}, at)
+	if err != nil {
+		return nil, err
 	}
-	var o *tether.Order
+	return out[0].Order, out[0].Err
+}
+
+// FinishOrders applies results in one transaction.
+func (db *DB) FinishOrders(ctx context.Context, fs []tether.Finish, at time.Time) ([]tether.FinishOutcome, error) {
+	if err := tether.CheckFinishes(fs); err != nil {
+		return nil, err
+	}
+	out := make([]tether.FinishOutcome, len(fs))
 	err := db.tx(ctx, func(tx pgx.Tx) error {
-		os, err := queryOrders(ctx, tx, "finish order", `UPDATE orders
-			SET status = $1, result_code = $2, result_message = $3, result_data = $4, finished_at = $5
-			WHERE id = $6 AND agent_id IS NOT DISTINCT FROM $7 AND status IN ('pending', 'sent')
-			RETURNING `+orderColumns,
-			string(status), res.Code, text(res.Message), blobArg(res.Data), timeArg(at), orderID, agentArg(agentID))
-		if err != nil {
-			return err
-		}
-		if len(os) > 0 {
-			o = os[0]
-			return nil
-		}
-		// Not changed: unknown, another agent's, or finished already (the
-		// only statuses left).
-		o, err = getOrder(ctx, tx, orderID)
-		if err != nil {
-			return err
-		}
-		if o.AgentID != agentID {
-			return tether.NotFound("order", orderID)
+		for i, f := range fs {
+			o, finished, err := finishOrder(ctx, tx, f, timeArg(at))
+			if tether.ErrorCode(err) == tether.ENOTFOUND {
+				out[i].Err = err
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			out[i].Order, out[i].Finished = o, finished
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return o, nil
+	return out, nil
+}
+
+// finishOrder applies one result of FinishOrders in tx; finished is true
+// when it changed the order.
+func finishOrder(ctx context.Context, tx queryer, f tether.Finish, at any) (o *tether.Order, finished bool, err error) {
+	res := f.Result
+	os, err := queryOrders(ctx, tx, "finish order", `UPDATE orders
+		SET status = $1, result_code = $2, result_message = $3, result_data = $4, finished_at = $5
+		WHERE id = $6 AND agent_id IS NOT DISTINCT FROM $7 AND status IN ('pending', 'sent')
+		RETURNING `+orderColumns,
+		string(f.Status), res.Code, text(res.Message), blobArg(res.Data), at, f.OrderID, agentArg(f.AgentID))
+	if err != nil {
+		return nil, false, err
+	}
+	if len(os) > 0 {
+		return os[0], true, nil
+	}
+	// Not changed: unknown, another agent's, or finished already (the only
+	// statuses left).
+	if o, err = getOrder(ctx, tx, f.OrderID); err != nil {
+		return nil, false, err
+	}
+	if o.AgentID != f.AgentID {
+		return nil, false, tether.NotFound("order", f.OrderID)
+	}
+	return o, false, nil
 }
 
 // ExpireOrders fails every pending or sent order whose time window ended at

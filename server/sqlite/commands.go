@@ -581,38 +581,65 @@ func (db *DB) ClaimServerOrders(ctx context.Context, limitN int, now time.Time) 
 // finished is returned unchanged; an order of another agent is ENOTFOUND.
 // agentID "" finishes a server order.
 func (db *DB) FinishOrder(ctx context.Context, agentID, orderID string, status tether.OrderStatus, res tether.Result, at time.Time) (*tether.Order, error) {
-	if !status.Finished() {
-		return nil, tether.FieldError("status", "must be %q or %q, not %q", tether.OrderSuccess, tether.OrderFailure, status)
+	out, err := db.FinishOrders(ctx, []tether.Finish{{AgentID: agentID, OrderID: orderID, Status: status, Result: res}}, at)
+	if err != nil {
+		return nil, err
 	}
-	var o *tether.Order
+	return out[0].Order, out[0].Err
+}
+
+// FinishOrders applies results in one transaction, each statement prepared
+// once.
+func (db *DB) FinishOrders(ctx context.Context, fs []tether.Finish, at time.Time) ([]tether.FinishOutcome, error) {
+	if err := tether.CheckFinishes(fs); err != nil {
+		return nil, err
+	}
+	out := make([]tether.FinishOutcome, len(fs))
 	err := db.write(ctx, func(tx *sql.Tx) error {
-		os, _, err := queryOrders(ctx, tx, "finish order", `UPDATE orders
-			SET status = ?, result_code = ?, result_message = ?, result_data = ?, finished_at = ?
-			WHERE id = ? AND agent_id IS ? AND status IN ('pending', 'sent')
-			RETURNING `+orderColumns,
-			string(status), res.Code, res.Message, blobArg(res.Data), timeArg(at), orderID, agentArg(agentID))
-		if err != nil {
-			return err
-		}
-		if len(os) > 0 {
-			o = os[0]
-			return nil
-		}
-		// Not changed: unknown, another agent's, or finished already (the
-		// only statuses left).
-		o, err = getOrder(ctx, tx, orderID)
-		if err != nil {
-			return err
-		}
-		if o.AgentID != agentID {
-			return tether.NotFound("order", orderID)
+		c := newStmtCache(tx) // statements closed with the transaction
+		for i, f := range fs {
+			o, finished, err := finishOrder(ctx, c, f, timeArg(at))
+			if tether.ErrorCode(err) == tether.ENOTFOUND {
+				out[i].Err = err
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			out[i].Order, out[i].Finished = o, finished
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return o, nil
+	return out, nil
+}
+
+// finishOrder applies one result of FinishOrders in tx; finished is true
+// when it changed the order.
+func finishOrder(ctx context.Context, tx queryer, f tether.Finish, at any) (o *tether.Order, finished bool, err error) {
+	res := f.Result
+	os, _, err := queryOrders(ctx, tx, "finish order", `UPDATE orders
+		SET status = ?, result_code = ?, result_message = ?, result_data = ?, finished_at = ?
+		WHERE id = ? AND agent_id IS ? AND status IN ('pending', 'sent')
+		RETURNING `+orderColumns,
+		string(f.Status), res.Code, res.Message, blobArg(res.Data), at, f.OrderID, agentArg(f.AgentID))
+	if err != nil {
+		return nil, false, err
+	}
+	if len(os) > 0 {
+		return os[0], true, nil
+	}
+	// Not changed: unknown, another agent's, or finished already (the only
+	// statuses left).
+	if o, err = getOrder(ctx, tx, f.OrderID); err != nil {
+		return nil, false, err
+	}
+	if o.AgentID != f.AgentID {
+		return nil, false, tether.NotFound("order", f.OrderID)
+	}
+	return o, false, nil
 }
 
 // ExpireOrders fails every pending or sent order whose time window ended at

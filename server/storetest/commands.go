@@ -437,6 +437,67 @@ func testFinishOrder(t *testing.T, s tether.Store) {
 	checkStrings(t, "delivered after finishing", ids(got), nil)
 }
 
+// testFinishOrdersBatch applies several agents' results in one call: each
+// as FinishOrder would, an unknown order or another agent's one refused
+// alone, a status that finishes nothing refusing the batch.
+func testFinishOrdersBatch(t *testing.T, s tether.Store) {
+	a := register(t, s, "a")
+	b := register(t, s, "b")
+	_, orders := createCommand(t, s, t0, time.Hour, a, b)
+	oa, ob := orders[0], orders[1]
+	ok := tether.Result{Message: "ok"}
+	fs := []tether.Finish{
+		{AgentID: a.ID, OrderID: oa.ID, Status: tether.OrderSuccess, Result: ok},
+		{AgentID: a.ID, OrderID: ob.ID, Status: tether.OrderSuccess, Result: ok}, // b's
+		{AgentID: b.ID, OrderID: newID(), Status: tether.OrderSuccess, Result: ok},
+		{AgentID: b.ID, OrderID: ob.ID, Status: tether.OrderFailure, Result: tether.Result{Code: 2, Message: "no"}},
+		{AgentID: a.ID, OrderID: oa.ID, Status: tether.OrderFailure, Result: tether.Result{Message: "late"}}, // again
+	}
+	out, err := s.FinishOrders(ctx(t), fs, at(time.Minute))
+	must(t, err)
+	if len(out) != len(fs) {
+		t.Fatalf("%d outcomes for %d results", len(out), len(fs))
+	}
+	wantA := *oa
+	wantA.Status, wantA.Result, wantA.FinishedAt = tether.OrderSuccess, ok, at(time.Minute)
+	wantB := *ob
+	wantB.Status, wantB.Result, wantB.FinishedAt = tether.OrderFailure, fs[3].Result, at(time.Minute)
+	for i, want := range []*tether.Order{&wantA, nil, nil, &wantB, &wantA} {
+		if first := i == 0 || i == 3; out[i].Finished != first {
+			t.Errorf("outcome %d: finished %v, want %v", i, out[i].Finished, first)
+		}
+		if want == nil {
+			if out[i].Order != nil {
+				t.Errorf("outcome %d: order %+v, want none", i, out[i].Order)
+			}
+			wantCode(t, out[i].Err, tether.ENOTFOUND)
+			continue
+		}
+		if out[i].Err != nil {
+			t.Errorf("outcome %d: %v", i, out[i].Err)
+			continue
+		}
+		checkOrder(t, out[i].Order, want)
+	}
+	checkOrder(t, getOrder(t, s, oa.ID), &wantA)
+	checkOrder(t, getOrder(t, s, ob.ID), &wantB)
+
+	// A status that finishes nothing refuses the batch, and changes nothing.
+	_, more := createCommand(t, s, t0, time.Hour, a)
+	_, err = s.FinishOrders(ctx(t), []tether.Finish{
+		{AgentID: a.ID, OrderID: more[0].ID, Status: tether.OrderSuccess, Result: ok},
+		{AgentID: a.ID, OrderID: more[0].ID, Status: tether.OrderSent},
+	}, at(time.Minute))
+	wantCode(t, err, tether.EINVALID)
+	checkOrder(t, getOrder(t, s, more[0].ID), more[0])
+
+	out, err = s.FinishOrders(ctx(t), nil, at(time.Minute))
+	must(t, err)
+	if len(out) != 0 {
+		t.Errorf("%d outcomes for no result", len(out))
+	}
+}
+
 func testFinishOrderRefused(t *testing.T, s tether.Store) {
 	a := register(t, s, "a")
 	b := register(t, s, "b")

@@ -92,6 +92,7 @@ func Run(t *testing.T, open func(t *testing.T) tether.Store) {
 		{"DeliverOrdersExpired", testDeliverOrdersExpired},
 		{"DeliverOrdersBatch", testDeliverOrdersBatch},
 		{"FinishOrder", testFinishOrder},
+		{"FinishOrdersBatch", testFinishOrdersBatch},
 		{"FinishOrderRefused", testFinishOrderRefused},
 		{"ExpireOrders", testExpireOrders},
 		{"ExpireOrdersConcurrent", testExpireOrdersConcurrent},
