@@ -27,9 +27,14 @@ const (
 	DefaultMaxPollWait  = 120 * time.Second
 	DefaultMaxBodyBytes = 8 << 20
 	DefaultMaxOrders    = 100
-	// agentCacheTTL bounds how long a deleted or disabled agent may still
-	// be accepted by this node.
-	agentCacheTTL = 2 * time.Second
+	// agentCacheTTL is how long this node keeps an agent record (and a
+	// configuration version) without reading the store again. A change
+	// made through any node drops it at once (Forget here, the cluster's
+	// notifications on the others, everything after a lost connection), so
+	// this only bounds a change made behind Tether's back (by hand in the
+	// database). Reading the record on each poll instead cost a fan-out to
+	// idle agents one read per agent.
+	agentCacheTTL = 30 * time.Second
 )
 
 // Options configure the comms service.
