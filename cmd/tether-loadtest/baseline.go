@@ -56,7 +56,7 @@ func baselineCommand(stdout io.Writer) *cobra.Command {
 		Use:   "baseline-server",
 		Short: "Serve the comms API with a bare Go HTTP/2 server (no auth, no storage), for comparison",
 		Long:  baselineLong,
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return serveBaseline(cmd.Context(), listen, dir, stdout)
 		},

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -96,7 +95,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "tether-loadtest: %v\n", err)
 	var ue *usageError
-	if errors.As(err, &ue) || strings.Contains(err.Error(), "flag") {
+	if errors.As(err, &ue) {
 		return exitUsage
 	}
 	return exitFailure
@@ -111,7 +110,7 @@ func rootCommand(o *options, stdout, stderr io.Writer) *cobra.Command {
 		Version:       buildVersion(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Args:          cobra.NoArgs,
+		Args:          noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return &usageError{err}
@@ -145,6 +144,7 @@ func rootCommand(o *options, stdout, stderr io.Writer) *cobra.Command {
 	f.StringVar(&o.group, "group", o.group, "group the simulated agents are enrolled in (created when missing)")
 	f.StringVar(&o.sourceIPs, "source-ips", "", "local addresses to connect from, a range (127.0.0.2-127.0.0.50) or a comma list")
 	f.StringVar(&o.identities, "identities", "", "file of enrolled identities to reuse, and to add newly enrolled ones to (JSON lines, 0600)")
+	f.BoolVar(&o.enrollOnly, "enroll-only", false, "enroll the identities missing from --identities, then stop (prepares later runs)")
 	f.IntVar(&o.serverPID, "server-pid", 0, "pid of the server process, to report its RSS and CPU (same machine)")
 	f.BoolVar(&o.baseline, "baseline", false, "run the same traffic against a bare Go HTTP/2 server too, and report ratios")
 	f.StringVarP(&o.output, "output", "o", o.output, "report format: table or json")
@@ -152,6 +152,14 @@ func rootCommand(o *options, stdout, stderr io.Writer) *cobra.Command {
 	f.StringVar(&o.label, "label", "", "name of this run in the report (default: from the agent count)")
 	root.AddCommand(baselineCommand(stdout))
 	return root
+}
+
+// noArgs refuses arguments as a usage error.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usagef("unexpected argument %q (see '%s --help')", args[0], cmd.CommandPath())
+	}
+	return nil
 }
 
 // options are the command line of a run.
@@ -175,6 +183,7 @@ type options struct {
 	group         string
 	sourceIPs     string
 	identities    string
+	enrollOnly    bool
 	serverPID     int
 	baseline      bool
 	output        string
@@ -224,6 +233,9 @@ func (o *options) validate() error {
 		return fmt.Errorf("-o %q: want table or json", o.output)
 	case o.group == "":
 		return errors.New("--group must not be empty")
+	}
+	if o.enrollOnly && o.identities == "" {
+		return errors.New("--enroll-only needs --identities FILE to keep what it enrolls")
 	}
 	if _, err := parseSourceIPs(o.sourceIPs); err != nil {
 		return fmt.Errorf("--source-ips: %w", err)

@@ -27,6 +27,9 @@ func runLoad(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if o.enrollOnly {
+		return nil
+	}
 	if o.baseline {
 		b, err := startBaseline(ctx, stderr)
 		if err != nil {
@@ -85,6 +88,10 @@ func runAgainst(ctx context.Context, o options, t target, stderr io.Writer) (*Re
 		return nil, err
 	}
 	rep.EnrollSeconds = round3(time.Since(enrollStart).Seconds())
+	if o.enrollOnly {
+		say(stderr, t.name(), "%d identities in %s", len(ids), o.identities)
+		return rep, nil
+	}
 
 	f, err := newFleet(o, ids, t.roots(), o.commsURL)
 	if err != nil {
