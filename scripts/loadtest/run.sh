@@ -3,12 +3,12 @@
 # programs, start a tether-server on loopback (SQLite and files in
 # $BENCH_DIR/data), enroll the scenario's agents once (kept in
 # $BENCH_DIR/ids-GROUP.jsonl for the next runs), run tether-loadtest with
-# --baseline, write results/SCENARIO.json and print the table, then stop the
+# --baseline, write docs/results/SCENARIO.json and print the table, then stop the
 # server.
 #
 #   scripts/loadtest/run.sh idle-10k        # one scenario
 #   scripts/loadtest/run.sh all             # every scenario, one after the other
-#   go run ./scripts/benchplot -o docs/img results/*.json   # the plots
+#   go run ./scripts/benchplot -o docs/img docs/results/*.json   # the plots
 #
 # Scenarios: idle-10k idle-17k idle-50k idle-100k ingest-1k past-limit.
 # Bounded: every run ends by itself (--duration, --ramp-timeout,
@@ -17,7 +17,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 BENCH_DIR=${BENCH_DIR:-/tmp/tether-bench}
-RESULTS=${RESULTS:-$root/results}
+RESULTS=${RESULTS:-$root/docs/results}
 DURATION=${DURATION:-60s}
 mkdir -p "$BENCH_DIR" "$RESULTS"
 
