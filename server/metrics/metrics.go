@@ -25,6 +25,7 @@ type Metrics struct {
 	eventBytesIn    *prometheus.CounterVec
 	rejected        *prometheus.CounterVec
 	ingest          ingestMetrics
+	limits          limitMetrics
 }
 
 // latencyBuckets span 1 ms to about 2 minutes.
@@ -62,6 +63,7 @@ func New() *Metrics {
 	m.reg.MustRegister(m.ordersCreated, m.ordersFinished, m.deliveryLatency, m.finishLatency,
 		m.sweeperExpired, m.eventsIn, m.eventBytesIn, m.rejected)
 	m.ingest.register(m.reg)
+	m.limits.register(m.reg)
 	return m
 }
 
