@@ -38,6 +38,11 @@ func (s *Service) PollCommands(ctx context.Context, req *connect.Request[commsv1
 	}
 	p.received = nil // acknowledged by the first look
 	if !ans.ready(p) {
+		leave, err := s.enterWait()
+		if err != nil {
+			return nil, s.fail(method, err)
+		}
+		defer leave()
 		timer := time.NewTimer(p.wait)
 		defer timer.Stop()
 	wait:

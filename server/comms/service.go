@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -61,6 +62,13 @@ type Options struct {
 	// of event pushes (zero: no limits; tether-server starts from
 	// ingest.DefaultLimits()).
 	Limits ingest.Limits
+	// MaxWaitingPolls bounds the polls waiting at once (0: no limit): past
+	// it, a poll that would wait is answered at once RESOURCE_EXHAUSTED,
+	// with a delay between PollRetryDelay (DefaultPollRetryDelay when
+	// zero) and twice it. A poll that has something to answer is never
+	// refused.
+	MaxWaitingPolls int
+	PollRetryDelay  time.Duration
 	// Closing, when closed, makes waiting polls return at once (shutdown).
 	Closing <-chan struct{}
 	// Now returns the current time (time.Now when nil).
@@ -75,6 +83,7 @@ type Service struct {
 	configs  configVersions
 	limiter  *ingest.Limiter
 	ingester *ingest.Ingester
+	waiting  atomic.Int64 // polls waiting (enterWait)
 
 	mu     sync.Mutex
 	agents map[string]cachedAgent
@@ -100,6 +109,9 @@ func New(o Options) *Service {
 	}
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if o.PollRetryDelay <= 0 {
+		o.PollRetryDelay = DefaultPollRetryDelay
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
