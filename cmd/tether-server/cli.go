@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // version is set with -ldflags "-X main.version=…".
@@ -100,6 +101,8 @@ Start here:
 // serverFlags are the flags run and dev share.
 type serverFlags struct {
 	configFile, dataDir, store, commsAddr, apiAddr, debugAddr, logLevel string
+	maxConns, maxPolls                                                  int
+	set                                                                 *pflag.FlagSet // to tell which flags were given
 }
 
 func (f *serverFlags) register(cmd *cobra.Command, dataDirHelp string) {
@@ -109,6 +112,12 @@ func (f *serverFlags) register(cmd *cobra.Command, dataDirHelp string) {
 	fl.StringVar(&f.apiAddr, "api-addr", "", "management API listen address, HOST:PORT (default \":7444\")")
 	fl.StringVar(&f.debugAddr, "debug-addr", "", "serve Go's runtime profiles (net/http/pprof) on HOST:PORT, plain HTTP without\nauthentication: keep it on loopback, e.g. 127.0.0.1:6060 (default off)")
 	fl.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (default info)")
+	fl.IntVar(&f.maxConns, "max-connections", 0, "most agent connections the comms listener serves at once; past it, each request of a\n"+
+		"new connection is answered UNAVAILABLE with a retry delay, then the connection is closed\n"+
+		"(default 0: automatic, the open-file limit less 1024 kept for the node's own files, less 5%)")
+	fl.IntVar(&f.maxPolls, "max-waiting-polls", 0, "most polls waiting at once on this node; past it, a poll with nothing to deliver is\n"+
+		"answered RESOURCE_EXHAUSTED with a retry delay (default 0: the max-connections value)")
+	f.set = fl
 }
 
 // registerStore registers the flags that choose the data directory and the
@@ -138,6 +147,12 @@ func (f *serverFlags) config() (Config, error) {
 		if o.flag != "" {
 			*o.dst = o.flag
 		}
+	}
+	if f.set != nil && f.set.Changed("max-connections") {
+		cfg.MaxConnections = f.maxConns
+	}
+	if f.set != nil && f.set.Changed("max-waiting-polls") {
+		cfg.MaxWaitingPolls = f.maxPolls
 	}
 	return cfg, cfg.validate()
 }

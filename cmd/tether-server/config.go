@@ -50,6 +50,12 @@ type Config struct {
 	MaxPollWait Duration `yaml:"max_poll_wait"`
 	// MaxBodyBytes caps a comms request body.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxConnections bounds the agent connections the comms listener
+	// serves at once (0: automatic, from the open-file limit; see
+	// limits.go). MaxWaitingPolls bounds the polls waiting at once (0:
+	// the max_connections value).
+	MaxConnections  int `yaml:"max_connections"`
+	MaxWaitingPolls int `yaml:"max_waiting_polls"`
 	// TokenTTL is the lifetime of agent JWTs.
 	TokenTTL Duration `yaml:"token_ttl"`
 	// SweepInterval is how often timed-out orders are failed.
@@ -266,6 +272,10 @@ func (c *Config) validate() error {
 		return fmt.Errorf("poll_wait: %s is above max_poll_wait %s", time.Duration(c.PollWait), time.Duration(c.MaxPollWait))
 	case c.MaxBodyBytes < 64<<10:
 		return errors.New("max_body_bytes: at least 65536")
+	case c.MaxConnections < 0:
+		return errors.New("max_connections: 0 (automatic, from the open-file limit) or more")
+	case c.MaxWaitingPolls < 0:
+		return errors.New("max_waiting_polls: 0 (the max_connections value) or more")
 	case c.TokenTTL < Duration(time.Minute) || c.TokenTTL > Duration(24*time.Hour):
 		return errors.New("token_ttl: between 1m and 24h")
 	case c.SweepInterval <= 0:

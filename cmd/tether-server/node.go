@@ -80,6 +80,10 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
+	limits, err := resolveNodeLimits(cfg)
+	if err != nil {
+		return nil, err
+	}
 	n = &Node{log: log, cfg: cfg, closing: make(chan struct{}), errc: make(chan error, 4)}
 	partial := n // the return statements below set n to nil on failure
 	defer func() {
@@ -157,7 +161,7 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 		Store: n.store, Sinks: append(n.eventSinks(), n.live), Notifier: hub, Keys: keys, Presence: seen,
 		Log: log.With("api", "comms"), PollWait: time.Duration(cfg.PollWait), MaxPollWait: time.Duration(cfg.MaxPollWait),
 		MaxBodyBytes: cfg.MaxBodyBytes, Closing: n.closing, Metrics: mx, Files: fileStore,
-		Limits: cfg.Ingest.limits(),
+		Limits: cfg.Ingest.limits(), MaxWaitingPolls: limits.maxPolls,
 	})
 	joinNotifier(hub, svc, mx)
 	api := mgmt.New(mgmt.Options{
@@ -187,7 +191,7 @@ func startNode(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err 
 	n.goBackground(func() { archiver.Run(bg) })
 
 	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{tlsCert}}
-	n.serve(commsLn, svc.Handler(), tlsConf, "comms")
+	n.serve(limits.listen(commsLn, tlsConf, mx, log), svc.Handler(), tlsConf, "comms")
 	n.serve(apiLn, api, tlsConf, "management")
 	n.ready.Store(true)
 	log.Info("tether-server started", "comms", n.CommsURL, "api", n.APIURL, "data_dir", cfg.DataDir, "store", storeName(cfg))
