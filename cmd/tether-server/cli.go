@@ -192,6 +192,13 @@ directory); every node writes the CA certificate to DATA/tls/ca.crt and
 issues its own server certificate. Each node applies the schema migrations
 the store lacks at start (see also 'tether-server migrate').
 
+A node limits the agent connections it serves (--max-connections; by
+default, what the open-file limit allows) and the polls waiting on it
+(--max-waiting-polls): past them, agents are told to come back later or go
+to another node (UNAVAILABLE, RESOURCE_EXHAUSTED, with a retry delay)
+rather than the node running out of file descriptors or memory. See
+"Limits that protect a node" in docs/operations.md.
+
 Configuration comes from defaults, then --config FILE (YAML), then flags.`,
 		Example: `  tether-server run --data-dir /var/lib/tether-server
   tether-server run --store 'postgres://tether@db.example.com/tether?sslmode=verify-full'
