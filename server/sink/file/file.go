@@ -9,7 +9,8 @@
 // line format is that of package server/sink/ndjson.
 //
 // Each Write appends its whole batch with one write and fsyncs before
-// returning. A write that fails (a full disk) is cut back off the file, so a
+// returning (batches written at the same time share the write and the
+// fsync). A write that fails (a full disk) is cut back off the file, so a
 // file never holds part of a batch; the sink never appends to a file it did
 // not create, so a restart after a crash starts a new file instead of
 // continuing one that may end in a partial line (Open cuts such a line off:
@@ -102,6 +103,11 @@ type handle interface {
 type Sink struct {
 	dir  string
 	opts Options
+
+	// qmu guards the batches waiting for a group commit (see Write).
+	qmu     sync.Mutex
+	queue   []*pendingWrite
+	writing bool // a Write is committing the queue
 
 	mu     sync.Mutex
 	f      handle    // nil before the first file and after a failed rollback
@@ -222,28 +228,122 @@ func syncDir(dir string) error {
 // Write appends b's events to the current file, rotating first if the file
 // reached its size or age limit, and returns once they are synced to disk.
 // A failed write leaves no trace in the file.
+//
+// Writes are committed in groups: the batches that arrive while a write
+// and its fsync run are appended together by the next one, with one fsync
+// for all of them, so that many agents' batches do not wait for each
+// other's fsync in turn.
 func (s *Sink) Write(ctx context.Context, b *tether.Batch) error {
 	data, err := ndjson.AppendBatch(nil, b)
 	if err != nil {
 		return fmt.Errorf("file sink: %w", err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return ErrClosed
-	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("file sink: %w", err)
 	}
 	if len(data) == 0 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.closed {
+			return ErrClosed
+		}
 		return nil
 	}
-	if s.f == nil || (s.size > 0 && (s.size+int64(len(data)) > s.opts.MaxFileBytes || s.old())) {
-		if err := s.rotate(); err != nil {
-			return err
+	w := &pendingWrite{data: data, done: make(chan error, 1)}
+	s.qmu.Lock()
+	s.queue = append(s.queue, w)
+	lead := !s.writing
+	s.writing = true
+	s.qmu.Unlock()
+	if lead {
+		s.commitQueued()
+	}
+	return <-w.done
+}
+
+// pendingWrite is one batch's lines waiting for a group commit.
+type pendingWrite struct {
+	data []byte
+	done chan error // receives the outcome, once
+}
+
+// maxGroupCommitBytes bounds the bytes one group commit appends (more wait
+// for the next).
+const maxGroupCommitBytes = 16 << 20
+
+// commitQueued writes the queued batches group by group until none is
+// left; one Write at a time runs it.
+func (s *Sink) commitQueued() {
+	for {
+		s.qmu.Lock()
+		n, size := 0, 0
+		for n < len(s.queue) && (n == 0 || size+len(s.queue[n].data) <= maxGroupCommitBytes) {
+			size += len(s.queue[n].data)
+			n++
+		}
+		if n == 0 {
+			s.writing = false
+			s.qmu.Unlock()
+			return
+		}
+		group := s.queue[:n:n]
+		if n == len(s.queue) {
+			s.queue = nil // let the array go
+		} else {
+			s.queue = s.queue[n:]
+		}
+		s.qmu.Unlock()
+		s.append(group)
+	}
+}
+
+// append writes the lines of group at the end of the current file, with
+// one write and one fsync for all the batches that fit in it (and the same
+// again in the next file for the others: a batch is never split between
+// files), and tells each Write its outcome.
+func (s *Sink) append(group []*pendingWrite) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(group) > 0 {
+		if s.closed {
+			for _, w := range group {
+				w.done <- ErrClosed
+			}
+			return
+		}
+		if s.f == nil || (s.size > 0 && (s.size+int64(len(group[0].data)) > s.opts.MaxFileBytes || s.old())) {
+			if err := s.rotate(); err != nil {
+				for _, w := range group {
+					w.done <- err
+				}
+				return
+			}
+		}
+		// The batches that fit in this file (at least one).
+		n, size := 1, int64(len(group[0].data))
+		for n < len(group) && s.size+size+int64(len(group[n].data)) <= s.opts.MaxFileBytes {
+			size += int64(len(group[n].data))
+			n++
+		}
+		err := s.writeSynced(group[:n], size)
+		for _, w := range group[:n] {
+			w.done <- err
+		}
+		group = group[n:]
+	}
+}
+
+// writeSynced appends the lines of ws (size bytes in all) to the current
+// file with one write, then fsyncs it. Callers hold s.mu.
+func (s *Sink) writeSynced(ws []*pendingWrite, size int64) error {
+	data := ws[0].data
+	if len(ws) > 1 {
+		data = make([]byte, 0, size)
+		for _, w := range ws {
+			data = append(data, w.data...)
 		}
 	}
-	_, err = s.f.WriteAt(data, s.size)
+	_, err := s.f.WriteAt(data, s.size)
 	if err == nil {
 		err = s.f.Sync()
 	}
@@ -252,7 +352,7 @@ func (s *Sink) Write(ctx context.Context, b *tether.Batch) error {
 		s.rollback()
 		return fmt.Errorf("file sink: write %s: %w", name, err)
 	}
-	s.size += int64(len(data))
+	s.size += size
 	return nil
 }
 

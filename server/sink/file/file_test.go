@@ -3,6 +3,7 @@ package file_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -489,6 +491,100 @@ func BenchmarkWrite(b *testing.B) {
 	for b.Loop() {
 		if err := s.Write(context.Background(), batch); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// slowSyncFile holds its first Sync until release is closed, and counts
+// Syncs.
+type slowSyncFile struct {
+	*os.File
+	syncs   *atomic.Int32
+	release chan struct{}
+}
+
+func (f slowSyncFile) Sync() error {
+	if f.syncs.Add(1) == 1 {
+		<-f.release
+	}
+	return f.File.Sync()
+}
+
+// TestConcurrentWritesShareAnFsync has many batches written while one
+// write waits for its fsync: they are appended together with one more
+// fsync, each whole, and each Write returns only once its batch is synced.
+// With small files, the group is split at file boundaries, never a batch.
+func TestConcurrentWritesShareAnFsync(t *testing.T) {
+	t.Run("one file", func(t *testing.T) { testConcurrentWrites(t, 0) })
+	t.Run("small files", func(t *testing.T) { testConcurrentWrites(t, 4000) })
+}
+
+func testConcurrentWrites(t *testing.T, maxFileBytes int64) {
+	dir := t.TempDir()
+	var syncs atomic.Int32
+	release := make(chan struct{})
+	opts := file.WithHooks(file.Options{Uncompressed: true, MaxFileBytes: maxFileBytes}, time.Now, func(name string) (file.Handle, error) {
+		f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		return slowSyncFile{f, &syncs, release}, nil
+	})
+	s, err := file.Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	first := make(chan error, 1)
+	go func() { first <- s.Write(ctx, sinktest.NewBatch("a", 1, 3)) }()
+	for syncs.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	const n = 50
+	var wg sync.WaitGroup
+	var done atomic.Int32
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Write(ctx, sinktest.NewBatch(fmt.Sprintf("b%d", i), 1, 4)); err != nil {
+				t.Error(err)
+			}
+			done.Add(1)
+		}()
+	}
+	time.Sleep(100 * time.Millisecond) // let them queue behind the held fsync
+	if d := done.Load(); d != 0 {
+		t.Fatalf("%d writes returned before their fsync", d)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	names := eventFiles(t, dir)
+	if got := syncs.Load(); maxFileBytes == 0 && got != 2 {
+		t.Errorf("%d fsyncs for 1 + %d concurrent writes, want 2", got, n)
+	} else if maxFileBytes > 0 && (len(names) < 3 || int(got) > len(names)+1) {
+		t.Errorf("%d fsyncs over %d files; want one per file and the held one", got, len(names))
+	}
+	recs := readDir(t, dir)
+	if len(recs) != 3+4*n {
+		t.Errorf("%d events in the files, want %d", len(recs), 3+4*n)
+	}
+	for _, name := range names {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if maxFileBytes > 0 && fi.Size() > maxFileBytes {
+			t.Errorf("%s: %d bytes, over the %d-byte limit", name, fi.Size(), maxFileBytes)
+		}
+		for _, r := range readGood(t, filepath.Join(dir, name)) {
+			if r["event_id"] == nil {
+				t.Errorf("%s: a line without an event id: %v", name, r)
+			}
 		}
 	}
 }
