@@ -168,6 +168,9 @@ type conn struct {
 	release func()
 }
 
+// NetConn returns the connection accepted, as tls.Conn's NetConn does.
+func (c *conn) NetConn() net.Conn { return c.Conn }
+
 func (c *conn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(c.release)

@@ -163,6 +163,11 @@ func TestCloseReleasesOnce(t *testing.T) {
 	}
 	dial()
 	first := <-accepted
+	if nc, ok := first.(interface{ NetConn() net.Conn }); !ok {
+		t.Fatal("no NetConn")
+	} else if _, ok := nc.NetConn().(*net.TCPConn); !ok {
+		t.Fatalf("NetConn is a %T, want the accepted *net.TCPConn", nc.NetConn())
+	}
 	if l.Open() != 1 {
 		t.Fatalf("Open = %d, want 1", l.Open())
 	}
