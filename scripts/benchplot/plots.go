@@ -18,10 +18,10 @@ type point struct{ agents, rssMiB, perAgent float64 }
 
 // memorySeries splits the reports' points into Tether's and the
 // baseline's, each sorted by agents; reports without agents or RSS give
-// no point.
+// no point, nor do runs that pushed events (their memory is the ingest's).
 func memorySeries(reports []report) (tether, baseline []point) {
 	add := func(r report) {
-		if r.AgentsConnected <= 0 || r.Server.RSSBytes <= 0 {
+		if r.AgentsConnected <= 0 || r.Server.RSSBytes <= 0 || r.Config.EventsPerSecond > 0 {
 			return
 		}
 		pt := point{float64(r.AgentsConnected), float64(r.Server.RSSBytes) / mib, r.perAgentBytes()}

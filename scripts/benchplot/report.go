@@ -17,8 +17,15 @@ type report struct {
 	Agents          int         `json:"agents"`
 	AgentsConnected int         `json:"agents_connected"`
 	Server          serverStats `json:"server"`
+	Config          runConfig   `json:"config"`
 	CommandLatency  latency     `json:"command_latency"`
 	Baseline        *report     `json:"baseline"`
+}
+
+type runConfig struct {
+	// EventsPerSecond is each agent's event rate: a run that pushes events
+	// measures memory under ingest, not idle agents.
+	EventsPerSecond float64 `json:"events_per_second_per_agent"`
 }
 
 type machine struct {
