@@ -28,6 +28,7 @@ import (
 	"github.com/tetherhq/tether/server/presence"
 	"github.com/tetherhq/tether/server/sink/file"
 	"github.com/tetherhq/tether/server/sink/natsjs"
+	"github.com/tetherhq/tether/server/tlslisten"
 )
 
 // adminTokenFile is where the bootstrap admin token is written, 0600.
@@ -207,6 +208,8 @@ func (n *Node) serve(ln net.Listener, h http.Handler, tlsConf *tls.Config, name 
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)
+	tlsConf = tlsConf.Clone()
+	tlsConf.NextProtos = []string{"h2", "http/1.1"}
 	srv := &http.Server{
 		Handler:           h,
 		TLSConfig:         tlsConf.Clone(),
@@ -216,8 +219,11 @@ func (n *Node) serve(ln net.Listener, h http.Handler, tlsConf *tls.Config, name 
 		ErrorLog:          slog.NewLogLogger(n.log.With("listener", name).Handler(), slog.LevelDebug),
 	}
 	n.servers = append(n.servers, srv)
+	// Handshakes on goroutines of their own: a connection's goroutine
+	// then holds 8 KiB of stack rather than 16 (see server/tlslisten).
+	ln = tlslisten.New(ln, tlsConf, tlslisten.Options{HandshakeTimeout: srv.ReadHeaderTimeout, Log: n.log.With("listener", name)})
 	n.goBackground(func() {
-		if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.errc <- fmt.Errorf("%s listener: %w", name, err)
 		}
 	})
