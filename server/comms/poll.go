@@ -14,77 +14,149 @@ import (
 // soon as there is something to say — orders to run, orders the agent holds
 // that were cancelled, a new configuration version — or empty when the wait
 // is over.
+//
+// Its frame is the one a waiting poll's goroutine parks in, thousands at
+// once, so it holds only the wait: the rest is done by functions of their
+// own, and the poll's state is on the heap. The garbage collector halves
+// a parked goroutine's stack while it uses less than a quarter of it;
+// net/http and connect take some 2.5 KiB below this frame, so a small
+// frame keeps a waiting poll to 8 KiB of stack rather than 16.
 func (s *Service) PollCommands(ctx context.Context, req *connect.Request[commsv1.PollCommandsRequest]) (*connect.Response[commsv1.PollCommandsResponse], error) {
 	const method = "PollCommands"
-	a, err := s.authenticate(ctx, req.Header())
+	w, err := s.startPoll(ctx, req)
 	if err != nil {
 		return nil, s.fail(method, err)
 	}
-	p, err := s.pollArgs(req.Msg)
-	if err != nil {
-		return nil, s.fail(method, err)
-	}
-	// Subscribe before the first look, so an order created between the
-	// look and the wait still wakes this poll.
-	id := a.ID
-	wake, release := s.o.Notifier.Subscribe(id)
-	defer release()
-	// Seen at the end too: the agent was connected for the whole wait.
-	defer func() { s.o.Presence.Seen(id, time.Now().UTC()) }()
-
-	ans, err := s.look(ctx, a, p)
-	if err != nil {
-		return nil, s.fail(method, err)
-	}
-	p.received = nil // acknowledged by the first look
-	if !ans.ready(p) {
-		leave, err := s.enterWait()
-		if err != nil {
+	defer s.endPoll(w)
+	if !w.ready() {
+		if err := s.beginWait(w); err != nil {
 			return nil, s.fail(method, err)
 		}
-		defer leave()
-		timer := time.NewTimer(p.wait)
-		defer timer.Stop()
 	wait:
 		for {
 			select {
 			case <-ctx.Done():
 				return nil, s.fail(method, ctx.Err())
-			case <-timer.C:
+			case <-w.timer.C:
 				break wait
 			case <-s.o.Closing:
 				break wait
-			case <-wake:
-				// A wake-up is also how a deletion or a change of groups
-				// reaches waiting polls: changing the agent through this
-				// node drops the cached record (Forget), so this reads the
-				// store only then, or once the cache entry is older than
-				// agentCacheTTL.
-				if a, err = s.agent(ctx, id); err != nil {
+			case <-w.wake:
+				if err := s.lookAgain(ctx, w); err != nil {
 					return nil, s.fail(method, err)
 				}
-				if ans, err = s.look(ctx, a, p); err != nil {
-					return nil, s.fail(method, err)
-				}
-				if ans.ready(p) {
+				if w.ready() {
 					break wait
 				}
 			}
 		}
 	}
+	resp, err := s.pollAnswer(w)
+	if err != nil {
+		return nil, s.fail(method, err)
+	}
+	return resp, nil
+}
+
+// waitingPoll is the state of one PollCommands call.
+type waitingPoll struct {
+	id      string
+	p       poll
+	ans     answer
+	wake    <-chan struct{}
+	release func()
+	// Set once the poll waits (beginWait).
+	timer *time.Timer
+	leave func()
+}
+
+// ready reports whether the answer is worth returning before the wait
+// ends.
+func (w *waitingPoll) ready() bool { return w.ans.ready(&w.p) }
+
+// startPoll authenticates the call, subscribes to the agent's wake-ups
+// and takes the first look. Unless it fails, endPoll must follow.
+//
+//go:noinline
+func (s *Service) startPoll(ctx context.Context, req *connect.Request[commsv1.PollCommandsRequest]) (*waitingPoll, error) {
+	a, err := s.authenticate(ctx, req.Header())
+	if err != nil {
+		return nil, err
+	}
+	w := &waitingPoll{id: a.ID}
+	if w.p, err = s.pollArgs(req.Msg); err != nil {
+		return nil, err
+	}
+	// Subscribe before the first look, so an order created between the
+	// look and the wait still wakes this poll.
+	w.wake, w.release = s.o.Notifier.Subscribe(w.id)
+	if w.ans, err = s.look(ctx, a, w.p); err != nil {
+		w.release()
+		return nil, err
+	}
+	w.p.received = nil // acknowledged by the first look
+	return w, nil
+}
+
+// beginWait counts the poll among the waiting ones, unless the node holds
+// as many as it may, and starts its timer.
+//
+//go:noinline
+func (s *Service) beginWait(w *waitingPoll) error {
+	leave, err := s.enterWait()
+	if err != nil {
+		return err
+	}
+	w.leave, w.timer = leave, time.NewTimer(w.p.wait)
+	return nil
+}
+
+// endPoll ends the wait and the subscription. The agent is seen at the
+// end too: it was connected for the whole wait.
+//
+//go:noinline
+func (s *Service) endPoll(w *waitingPoll) {
+	if w.timer != nil {
+		w.timer.Stop()
+		w.leave()
+	}
+	w.release()
+	s.o.Presence.Seen(w.id, time.Now().UTC())
+}
+
+// lookAgain takes another look after a wake-up.
+//
+//go:noinline
+func (s *Service) lookAgain(ctx context.Context, w *waitingPoll) error {
+	// A wake-up is also how a deletion or a change of groups reaches
+	// waiting polls: changing the agent through this node drops the
+	// cached record (Forget), so this reads the store only then, or once
+	// the cache entry is older than agentCacheTTL.
+	a, err := s.agent(ctx, w.id)
+	if err != nil {
+		return err
+	}
+	w.ans, err = s.look(ctx, a, w.p)
+	return err
+}
+
+// pollAnswer converts the answer of a poll to its response.
+//
+//go:noinline
+func (s *Service) pollAnswer(w *waitingPoll) (*connect.Response[commsv1.PollCommandsResponse], error) {
 	resp := &commsv1.PollCommandsResponse{
-		Orders:            make([]*commsv1.Order, 0, len(ans.orders)),
-		ConfigVersion:     ans.configVersion,
-		CancelledOrderIds: ans.cancelled,
+		Orders:            make([]*commsv1.Order, 0, len(w.ans.orders)),
+		ConfigVersion:     w.ans.configVersion,
+		CancelledOrderIds: w.ans.cancelled,
 	}
 	now := s.o.Now()
-	for _, o := range ans.orders {
+	for _, o := range w.ans.orders {
 		if o.Attempts == 1 {
 			s.o.Metrics.OrderDelivered(o.CreatedAt, now)
 		}
 		po, err := orderToProto(o)
 		if err != nil {
-			return nil, s.fail(method, err)
+			return nil, err
 		}
 		resp.Orders = append(resp.Orders, po)
 	}
@@ -108,7 +180,7 @@ type answer struct {
 }
 
 // ready reports whether the answer is worth returning before the wait ends.
-func (a answer) ready(p poll) bool {
+func (a *answer) ready(p *poll) bool {
 	return len(a.orders) > 0 || len(a.cancelled) > 0 ||
 		(p.configVersion != "" && a.configVersion != p.configVersion)
 }
