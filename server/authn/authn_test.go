@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +16,7 @@ import (
 	"github.com/tetherhq/tether/server/sqlite"
 )
 
-func openStore(t *testing.T) *sqlite.DB {
+func openStore(t testing.TB) *sqlite.DB {
 	t.Helper()
 	db, err := sqlite.Open(filepath.Join(t.TempDir(), "tether.db"))
 	if err != nil {
@@ -133,4 +134,72 @@ func FuzzParseAPIToken(f *testing.F) {
 			t.Fatalf("accepted %q with id %q", in, id)
 		}
 	})
+}
+
+func TestVerifiedTokensLeaveTheCacheOnceExpired(t *testing.T) {
+	ctx := context.Background()
+	keys, err := authn.NewKeyring(ctx, openStore(t), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	for range 50 {
+		tok, _, err := keys.Issue(uuid.NewString(), t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := keys.Verify(ctx, tok, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := keys.VerifiedTokens(); n != 50 {
+		t.Fatalf("%d tokens cached, want 50", n)
+	}
+	// Two minutes on, the 50 have expired: the next token verified drops
+	// them.
+	later := t0.Add(2 * time.Minute)
+	tok, _, err := keys.Issue(uuid.NewString(), later)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys.Verify(ctx, tok, later); err != nil {
+		t.Fatal(err)
+	}
+	if n := keys.VerifiedTokens(); n != 1 {
+		t.Fatalf("%d tokens cached after the others expired, want 1", n)
+	}
+}
+
+// BenchmarkVerifiedTokenCache measures the heap a cached verified token
+// takes (the map's room included): b.N tokens, each verified once.
+//
+//	go test -run '^$' -bench VerifiedTokenCache -benchtime 20000x ./server/authn/
+func BenchmarkVerifiedTokenCache(b *testing.B) {
+	ctx := context.Background()
+	keys, err := authn.NewKeyring(ctx, openStore(b), time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	toks := make([]string, b.N)
+	for i := range toks {
+		if toks[i], _, err = keys.Issue(uuid.NewString(), now); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	b.ResetTimer()
+	for _, tok := range toks {
+		if _, err := keys.Verify(ctx, tok, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric((float64(after.HeapAlloc)-float64(before.HeapAlloc))/float64(b.N), "B/token")
+	runtime.KeepAlive(toks)
+	runtime.KeepAlive(keys)
 }
