@@ -6,35 +6,61 @@ import "sync"
 
 // Hub is an in-process tether.Notifier. The zero value is not usable; call
 // NewHub.
+//
+// A node holds one subscription per waiting poll, thousands at once, so a
+// subscription is kept small: the agent's subscriptions are a list (almost
+// always of one) rather than a map of their own.
 type Hub struct {
 	mu   sync.Mutex
-	subs map[string]map[chan struct{}]struct{}
+	subs map[string]*subscription
+	n    int // subscriptions held
+}
+
+// subscription is one Subscribe call.
+type subscription struct {
+	hub     *Hub
+	agentID string
+	ch      chan struct{}
+	next    *subscription // the agent's next subscription
 }
 
 // NewHub returns an empty hub.
 func NewHub() *Hub {
-	return &Hub{subs: make(map[string]map[chan struct{}]struct{})}
+	return &Hub{subs: make(map[string]*subscription)}
 }
 
 // Subscribe returns a channel woken by Notify(agentID) and its release
 // function. Notifications coalesce: the channel has a buffer of one.
 func (h *Hub) Subscribe(agentID string) (<-chan struct{}, func()) {
-	ch := make(chan struct{}, 1)
+	s := &subscription{hub: h, agentID: agentID, ch: make(chan struct{}, 1)}
 	h.mu.Lock()
-	m := h.subs[agentID]
-	if m == nil {
-		m = make(map[chan struct{}]struct{})
-		h.subs[agentID] = m
-	}
-	m[ch] = struct{}{}
+	s.next = h.subs[agentID]
+	h.subs[agentID] = s
+	h.n++
 	h.mu.Unlock()
-	return ch, func() {
-		h.mu.Lock()
-		delete(m, ch)
-		if len(m) == 0 { // m is still h.subs[agentID]: it is removed only when empty
-			delete(h.subs, agentID)
+	return s.ch, s.release
+}
+
+// release removes s from its agent's list; releasing twice is harmless.
+func (s *subscription) release() {
+	h := s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for p := h.subs[s.agentID]; p != nil; p = p.next {
+		switch {
+		case p == s && p == h.subs[s.agentID]:
+			if s.next == nil {
+				delete(h.subs, s.agentID)
+			} else {
+				h.subs[s.agentID] = s.next
+			}
+		case p.next == s:
+			p.next = s.next
+		default:
+			continue
 		}
-		h.mu.Unlock()
+		h.n--
+		return
 	}
 }
 
@@ -43,11 +69,8 @@ func (h *Hub) Notify(agentIDs ...string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, id := range agentIDs {
-		for ch := range h.subs[id] {
-			select {
-			case ch <- struct{}{}:
-			default:
-			}
+		for s := h.subs[id]; s != nil; s = s.next {
+			wake(s.ch)
 		}
 	}
 }
@@ -58,13 +81,17 @@ func (h *Hub) Notify(agentIDs ...string) {
 func (h *Hub) NotifyAll() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for _, m := range h.subs {
-		for ch := range m {
-			select {
-			case ch <- struct{}{}:
-			default:
-			}
+	for _, first := range h.subs {
+		for s := first; s != nil; s = s.next {
+			wake(s.ch)
 		}
+	}
+}
+
+func wake(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
 	}
 }
 
@@ -72,9 +99,5 @@ func (h *Hub) NotifyAll() {
 func (h *Hub) Waiting() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	n := 0
-	for _, m := range h.subs {
-		n += len(m)
-	}
-	return n
+	return h.n
 }

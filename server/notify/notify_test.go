@@ -1,6 +1,8 @@
 package notify_test
 
 import (
+	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -49,5 +51,62 @@ func TestHubNotifyAllWakesEverySubscriber(t *testing.T) {
 		default:
 			t.Fatalf("subscriber %d not woken", i)
 		}
+	}
+}
+
+func TestHubReleasesAnySubscriptionOfAnAgent(t *testing.T) {
+	h := notify.NewHub()
+	var chans []<-chan struct{}
+	var releases []func()
+	for range 3 {
+		ch, release := h.Subscribe("a")
+		chans, releases = append(chans, ch), append(releases, release)
+	}
+	releases[1]() // the middle one
+	releases[1]() // twice: no effect
+	if got := h.Waiting(); got != 2 {
+		t.Fatalf("Waiting() = %d, want 2", got)
+	}
+	h.Notify("a")
+	for i, ch := range chans {
+		select {
+		case <-ch:
+			if i == 1 {
+				t.Fatal("a released subscription was woken")
+			}
+		default:
+			if i != 1 {
+				t.Fatalf("subscriber %d not woken", i)
+			}
+		}
+	}
+	releases[2]() // the newest, first in the list
+	releases[0]()
+	if got := h.Waiting(); got != 0 {
+		t.Fatalf("Waiting() = %d after every release, want 0", got)
+	}
+	h.Notify("a") // nothing left to wake
+}
+
+func BenchmarkHubSubscription(b *testing.B) {
+	h := notify.NewHub()
+	ids := make([]string, b.N)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("agent-%08d", i)
+	}
+	releases := make([]func(), b.N)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	b.ResetTimer()
+	for i, id := range ids {
+		_, releases[i] = h.Subscribe(id)
+	}
+	b.StopTimer()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric((float64(after.HeapAlloc)-float64(before.HeapAlloc))/float64(b.N), "B/subscription")
+	for _, r := range releases {
+		r()
 	}
 }
