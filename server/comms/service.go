@@ -89,6 +89,10 @@ type Service struct {
 	agents map[string]cachedAgent
 }
 
+// cachedAgent is a cached agent record, nil for a deleted agent. It keeps
+// only what the comms API uses (the id, the groups, whether the agent is
+// disabled): a node holds one per connected agent, and names, facts and
+// key hashes would double its size.
 type cachedAgent struct {
 	agent *tether.Agent
 	at    time.Time
@@ -206,6 +210,9 @@ func (s *Service) agent(ctx context.Context, id string) (*tether.Agent, error) {
 	a, err := s.o.Store.Agent(ctx, id)
 	if err != nil && tether.ErrorCode(err) != tether.ENOTFOUND {
 		return nil, err
+	}
+	if a != nil {
+		a = &tether.Agent{ID: a.ID, Groups: a.Groups, Disabled: a.Disabled}
 	}
 	s.mu.Lock()
 	if len(s.agents) > 1<<20 {
