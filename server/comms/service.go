@@ -85,8 +85,9 @@ type Service struct {
 	ingester *ingest.Ingester
 	waiting  atomic.Int64 // polls waiting (enterWait)
 
-	mu     sync.Mutex
-	agents map[string]cachedAgent
+	mu        sync.Mutex
+	agents    map[string]cachedAgent
+	nextPrune time.Time // when agent drops the expired entries again
 }
 
 // cachedAgent is a cached agent record, nil for a deleted agent. It keeps
@@ -215,8 +216,19 @@ func (s *Service) agent(ctx context.Context, id string) (*tether.Agent, error) {
 		a = &tether.Agent{ID: a.ID, Groups: a.Groups, Disabled: a.Disabled}
 	}
 	s.mu.Lock()
-	if len(s.agents) > 1<<20 {
-		clear(s.agents)
+	// Entries of agents that went away (to another node, or off) are
+	// dropped once expired, rather than kept until the map holds a
+	// million: a map never gives back the room it grew to.
+	if now.After(s.nextPrune) || len(s.agents) > 1<<20 {
+		for k, c := range s.agents {
+			if now.Sub(c.at) >= agentCacheTTL {
+				delete(s.agents, k)
+			}
+		}
+		s.nextPrune = now.Add(agentCacheTTL)
+		if len(s.agents) > 1<<20 {
+			clear(s.agents)
+		}
 	}
 	s.agents[id] = cachedAgent{agent: a, at: now}
 	s.mu.Unlock()
