@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"crypto/x509"
 	"fmt"
 	"io"
@@ -35,6 +36,10 @@ const (
 	// idleClientsEnv selects the client process (TestIdleAgentClients):
 	// the file of agent ids and keys it connects.
 	idleClientsEnv = "TETHER_IDLE_CLIENTS"
+	// idlePushEnv makes each agent push one batch of that many KiB of
+	// incompressible events before it polls (default 0: none), as agents
+	// that send events do.
+	idlePushEnv = "TETHER_IDLE_PUSH_KIB"
 )
 
 // BenchmarkIdleAgentMemory measures what a connected agent whose long-poll
@@ -46,9 +51,10 @@ const (
 //
 //	go test -run '^$' -bench IdleAgentMemory -benchtime 1x ./cmd/tether-server/
 //
-// TETHER_IDLE_AGENTS sets N (default 2,000); TETHER_IDLE_PROFILES=DIR
-// writes heap.pprof and goroutine.pprof of the waiting state there, for
-// go tool pprof -top / -list. docs/benchmarks.md has the figures.
+// TETHER_IDLE_AGENTS sets N (default 2,000); TETHER_IDLE_PUSH_KIB=K has
+// each agent push a batch of K KiB first; TETHER_IDLE_PROFILES=DIR writes
+// heap.pprof and goroutine.pprof of the waiting state there, for go tool
+// pprof -top / -list. docs/benchmarks.md has the figures.
 func BenchmarkIdleAgentMemory(b *testing.B) {
 	n := 2000
 	if v := os.Getenv(idleAgentsEnv); v != "" {
@@ -205,10 +211,11 @@ type idleMemory struct {
 	goroutines       int
 }
 
-// readIdleMemory collects garbage, returns the freed memory to the system
-// and reads the heap in use, the stacks in use, the resident set and the
-// goroutines.
+// readIdleMemory collects garbage (twice: what sync.Pools held goes with
+// the second), returns the freed memory to the system and reads the heap
+// in use, the stacks in use, the resident set and the goroutines.
 func readIdleMemory() idleMemory {
+	runtime.GC()
 	runtime.GC()
 	debug.FreeOSMemory()
 	var ms runtime.MemStats
@@ -273,6 +280,14 @@ func TestIdleAgentClients(t *testing.T) {
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(pemCA)
+	var batch []client.Event
+	if kib, _ := strconv.Atoi(os.Getenv(idlePushEnv)); kib > 0 {
+		for i := range kib / 4 {
+			payload := make([]byte, 4<<10)
+			_, _ = rand.Read(payload) // as zstd leaves it
+			batch = append(batch, client.Event{ID: strconv.Itoa(i), Module: "bench", Type: "blob", CollectedAt: time.Now(), Payload: payload, Protobuf: true})
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { // the parent closes standard input when it is done
 		_, _ = io.Copy(io.Discard, os.Stdin)
@@ -292,6 +307,9 @@ func TestIdleAgentClients(t *testing.T) {
 		wg.Go(func() {
 			connecting <- struct{}{}
 			_, err := c.Authenticate(ctx)
+			if err == nil && batch != nil {
+				_, _, err = c.PushStateless(ctx, 1, batch)
+			}
 			<-connecting
 			if err != nil {
 				if ctx.Err() == nil {
