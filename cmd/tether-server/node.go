@@ -217,6 +217,13 @@ func (n *Node) serve(ln net.Listener, h http.Handler, tlsConf *tls.Config, name 
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Duration(n.cfg.MaxPollWait),
 		ErrorLog:          slog.NewLogLogger(n.log.With("listener", name).Handler(), slog.LevelDebug),
+		HTTP2: &http.HTTP2Config{
+			// A connection keeps a read buffer as large as the largest
+			// frame it received, for its whole life: with the default
+			// (1 MiB), an agent that pushed one large batch would pin as
+			// much. 16 KiB is HTTP/2's own default, and HAProxy's.
+			MaxReadFrameSize: 16 << 10,
+		},
 	}
 	n.servers = append(n.servers, srv)
 	// Handshakes on goroutines of their own: a connection's goroutine
