@@ -208,6 +208,9 @@ func TestPushCompressed(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	for _, r := range recs {
+		if r["agent_name"] != "a" { // the agent's name, from its cached record
+			t.Fatalf("agent_name %v, want a", r["agent_name"])
+		}
 		ev := r["event_id"].(string)
 		if seen[ev] {
 			t.Fatalf("event %s stored twice", ev)

@@ -91,9 +91,10 @@ type Service struct {
 }
 
 // cachedAgent is a cached agent record, nil for a deleted agent. It keeps
-// only what the comms API uses (the id, the groups, whether the agent is
-// disabled): a node holds one per connected agent, and names, facts and
-// key hashes would double its size.
+// only what the comms API uses of it (the id, the name, which batches
+// carry to the sinks, the groups, whether the agent is disabled): a node
+// holds one per connected agent, and facts, times and key hashes would
+// double its size.
 type cachedAgent struct {
 	agent *tether.Agent
 	at    time.Time
@@ -213,7 +214,7 @@ func (s *Service) agent(ctx context.Context, id string) (*tether.Agent, error) {
 		return nil, err
 	}
 	if a != nil {
-		a = &tether.Agent{ID: a.ID, Groups: a.Groups, Disabled: a.Disabled}
+		a = &tether.Agent{ID: a.ID, Name: a.Name, Groups: a.Groups, Disabled: a.Disabled}
 	}
 	s.mu.Lock()
 	// Entries of agents that went away (to another node, or off) are
