@@ -56,27 +56,46 @@ func (p *Tracker) Forget(agentID string) {
 	p.mu.Unlock()
 }
 
-// Flush writes pending marks to the store in one call.
+// flushChunk is the most marks written by one store call: a node of
+// 100,000 agents flushes tens of thousands at a time, and one transaction
+// for all would hold the store's writer long enough to delay the orders
+// and results waiting behind it.
+const flushChunk = 500
+
+// Flush writes pending marks to the store, flushChunk agents per call.
 func (p *Tracker) Flush(ctx context.Context) error {
 	p.mu.Lock()
 	batch := p.pending
 	p.pending = make(map[string]time.Time, len(batch))
 	p.mu.Unlock()
-	if len(batch) == 0 {
-		return nil
-	}
-	if err := p.store.TouchAgents(ctx, batch); err != nil {
-		// Put the marks back unless newer ones arrived meanwhile.
-		p.mu.Lock()
-		for id, t := range batch {
-			if cur, ok := p.pending[id]; !ok || cur.Before(t) {
-				p.pending[id] = t
-			}
+	chunk := make(map[string]time.Time, min(len(batch), flushChunk))
+	for id, t := range batch {
+		chunk[id] = t
+		if len(chunk) < flushChunk && len(chunk) < len(batch) {
+			continue
 		}
-		p.mu.Unlock()
-		return err
+		if err := p.store.TouchAgents(ctx, chunk); err != nil {
+			p.putBack(batch)
+			return err
+		}
+		for id := range chunk {
+			delete(batch, id) // written: not put back on a later failure
+		}
+		clear(chunk)
 	}
 	return nil
+}
+
+// putBack returns marks that were not written to the pending ones, unless
+// newer ones arrived meanwhile.
+func (p *Tracker) putBack(marks map[string]time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id, t := range marks {
+		if cur, ok := p.pending[id]; !ok || cur.Before(t) {
+			p.pending[id] = t
+		}
+	}
 }
 
 // Run flushes every interval until ctx ends, then flushes once more.
