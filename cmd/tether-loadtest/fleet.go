@@ -25,6 +25,10 @@ type fleet struct {
 	o      options
 	agents []*simAgent
 	conns  []*http.Transport
+	// dialled[i] is closed once the first agent of connection i has
+	// authenticated (or given up): the others wait for it, so that they
+	// share its connection rather than each dial one of their own.
+	dialled []chan struct{}
 	track  tracker
 	errs   errorCounts
 
@@ -36,8 +40,10 @@ type fleet struct {
 
 // simAgent is one simulated agent.
 type simAgent struct {
-	id string
-	c  *client.Client
+	id    string
+	c     *client.Client
+	conn  int  // index of its connection in fleet.conns
+	first bool // the first agent of its connection
 }
 
 func tlsConfig(pool *x509.CertPool) *tls.Config {
@@ -58,6 +64,7 @@ func newFleet(o options, ids []identity, pool *x509.CertPool, commsURL string) (
 		if i%o.perConn == 0 {
 			t := agentTransport(pool, ips, len(f.conns))
 			f.conns = append(f.conns, t)
+			f.dialled = append(f.dialled, make(chan struct{}))
 			hc = &http.Client{Transport: t}
 		}
 		url := commsURL
@@ -74,7 +81,7 @@ func newFleet(o options, ids []identity, pool *x509.CertPool, commsURL string) (
 		if err != nil {
 			return nil, fmt.Errorf("agent %s: %w", id.ID, err)
 		}
-		f.agents[i] = &simAgent{id: id.ID, c: c}
+		f.agents[i] = &simAgent{id: id.ID, c: c, conn: len(f.conns) - 1, first: i%o.perConn == 0}
 	}
 	return f, nil
 }
@@ -104,9 +111,27 @@ func (f *fleet) close() {
 // run is one agent's life until ctx ends: authenticate, then long-poll,
 // answering every order at once.
 func (f *fleet) run(ctx context.Context, a *simAgent) {
+	if a.first {
+		defer func() {
+			select {
+			case <-f.dialled[a.conn]:
+			default:
+				close(f.dialled[a.conn])
+			}
+		}()
+	} else {
+		select {
+		case <-f.dialled[a.conn]:
+		case <-ctx.Done():
+			return
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		_, err := a.c.Authenticate(ctx)
 		if err == nil {
+			if a.first {
+				close(f.dialled[a.conn])
+			}
 			break
 		}
 		if ctx.Err() != nil {
