@@ -41,6 +41,8 @@ server_flags() {
 	case $1 in
 	# A node limited to 2,000 connections, 1,500 waiting polls.
 	past-limit) echo "--max-connections 2000 --max-waiting-polls 1500" ;;
+	# Agents sharing connections: more waiting polls than connections.
+	idle-50k | idle-100k) echo "--max-waiting-polls 110000" ;;
 	*) echo "" ;;
 	esac
 }
