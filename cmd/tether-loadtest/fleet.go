@@ -29,8 +29,8 @@ type fleet struct {
 	// authenticated (or given up): the others wait for it, so that they
 	// share its connection rather than each dial one of their own.
 	dialled []chan struct{}
-	track  tracker
-	errs   errorCounts
+	track   tracker
+	errs    errorCounts
 
 	authenticated atomic.Int64
 
