@@ -1,6 +1,7 @@
 package comms
 
 import (
+	"math/rand/v2"
 	"context"
 	"log/slog"
 	"net/http"
@@ -231,7 +232,10 @@ func (s *Service) agent(ctx context.Context, id string) (*tether.Agent, error) {
 			clear(s.agents)
 		}
 	}
-	s.agents[id] = cachedAgent{agent: a, at: now}
+	// Entries expire between half the lifetime and all of it: agents that
+	// connected together (after a restart, say) must not all be read
+	// again in the same second.
+	s.agents[id] = cachedAgent{agent: a, at: now.Add(-rand.N(agentCacheTTL / 2))}
 	s.mu.Unlock()
 	return checkAgent(id, a)
 }
