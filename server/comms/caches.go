@@ -28,5 +28,8 @@ func (s *Service) DropAll() {
 	s.mu.Lock()
 	clear(s.agents)
 	s.mu.Unlock()
+	s.qmu.Lock()
+	clear(s.quiet)
+	s.qmu.Unlock()
 	s.DropConfigs()
 }

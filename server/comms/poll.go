@@ -38,6 +38,7 @@ func (s *Service) PollCommands(ctx context.Context, req *connect.Request[commsv1
 			case <-ctx.Done():
 				return nil, s.fail(method, ctx.Err())
 			case <-w.timer.C:
+				w.timedOut = true
 				break wait
 			case <-s.o.Closing:
 				break wait
@@ -68,6 +69,12 @@ type waitingPoll struct {
 	// Set once the poll waits (beginWait).
 	timer *time.Timer
 	leave func()
+	// gen and lookedAt are the notification generation and the time of
+	// the latest look at the store (see quiet.go); timedOut says the wait
+	// ended with nothing to answer.
+	gen      uint64
+	lookedAt int64
+	timedOut bool
 }
 
 // ready reports whether the answer is worth returning before the wait
@@ -90,7 +97,7 @@ func (s *Service) startPoll(ctx context.Context, req *connect.Request[commsv1.Po
 	// Subscribe before the first look, so an order created between the
 	// look and the wait still wakes this poll.
 	w.wake, w.release = s.o.Notifier.Subscribe(w.id)
-	if w.ans, err = s.look(ctx, a, w.p); err != nil {
+	if err = s.firstLook(ctx, a, w); err != nil {
 		w.release()
 		return nil, err
 	}
@@ -122,6 +129,7 @@ func (s *Service) endPoll(w *waitingPoll) {
 	}
 	w.release()
 	s.o.Presence.Seen(w.id, time.Now().UTC())
+	s.noteQuiet(w)
 }
 
 // lookAgain takes another look after a wake-up.
@@ -136,8 +144,7 @@ func (s *Service) lookAgain(ctx context.Context, w *waitingPoll) error {
 	if err != nil {
 		return err
 	}
-	w.ans, err = s.look(ctx, a, w.p)
-	return err
+	return s.lookAt(ctx, a, w)
 }
 
 // pollAnswer converts the answer of a poll to its response.

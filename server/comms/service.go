@@ -1,9 +1,9 @@
 package comms
 
 import (
-	"math/rand/v2"
 	"context"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -89,6 +89,9 @@ type Service struct {
 	mu        sync.Mutex
 	agents    map[string]cachedAgent
 	nextPrune time.Time // when agent drops the expired entries again
+
+	qmu   sync.Mutex
+	quiet map[string]quietMark // agents whose last poll found nothing (quiet.go)
 }
 
 // cachedAgent is a cached agent record, nil for a deleted agent. It keeps
@@ -127,7 +130,7 @@ func New(o Options) *Service {
 		o.Now = time.Now
 	}
 	return &Service{
-		o: o, agents: map[string]cachedAgent{}, deliver: &deliverer{store: o.Store, now: o.Now},
+		o: o, agents: map[string]cachedAgent{}, quiet: map[string]quietMark{}, deliver: &deliverer{store: o.Store, now: o.Now},
 		finish:   &finisher{store: o.Store, now: o.Now},
 		limiter:  ingest.NewLimiter(o.Limits, nil, o.Metrics),
 		ingester: ingest.New(ingest.Options{Store: o.Store, Sinks: o.Sinks, Metrics: o.Metrics, Log: o.Log, Now: o.Now}),

@@ -26,6 +26,7 @@ type Metrics struct {
 	rejected        *prometheus.CounterVec
 	ingest          ingestMetrics
 	limits          limitMetrics
+	polls           pollMetrics
 }
 
 // latencyBuckets span 1 ms to about 2 minutes.
@@ -64,6 +65,7 @@ func New() *Metrics {
 		m.sweeperExpired, m.eventsIn, m.eventBytesIn, m.rejected)
 	m.ingest.register(m.reg)
 	m.limits.register(m.reg)
+	m.polls.register(m.reg)
 	return m
 }
 

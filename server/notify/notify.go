@@ -14,6 +14,13 @@ type Hub struct {
 	mu   sync.Mutex
 	subs map[string]*subscription
 	n    int // subscriptions held
+
+	// gen counts Notify and NotifyAll calls; notified holds the gen of
+	// each agent's latest notification, allAt that of the latest
+	// NotifyAll (see NotifiedSince).
+	gen      uint64
+	notified map[string]uint64
+	allAt    uint64
 }
 
 // subscription is one Subscribe call.
@@ -26,7 +33,7 @@ type subscription struct {
 
 // NewHub returns an empty hub.
 func NewHub() *Hub {
-	return &Hub{subs: make(map[string]*subscription)}
+	return &Hub{subs: make(map[string]*subscription), notified: make(map[string]uint64)}
 }
 
 // Subscribe returns a channel woken by Notify(agentID) and its release
@@ -68,7 +75,9 @@ func (s *subscription) release() {
 func (h *Hub) Notify(agentIDs ...string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.gen++
 	for _, id := range agentIDs {
+		h.notified[id] = h.gen
 		for s := h.subs[id]; s != nil; s = s.next {
 			wake(s.ch)
 		}
@@ -81,11 +90,33 @@ func (h *Hub) Notify(agentIDs ...string) {
 func (h *Hub) NotifyAll() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.gen++
+	h.allAt = h.gen
+	clear(h.notified) // allAt says more
 	for _, first := range h.subs {
 		for s := first; s != nil; s = s.next {
 			wake(s.ch)
 		}
 	}
+}
+
+// Generation returns the count of notifications so far. Read it before
+// looking at the store for an agent's orders: NotifiedSince then tells
+// whether anything was notified for the agent after that look began.
+func (h *Hub) Generation() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.gen
+}
+
+// NotifiedSince reports whether Notify named the agent, or NotifyAll ran,
+// after Generation returned gen. Orders are notified after they are
+// committed, so when it is false a look at the store that began after
+// Generation returned gen saw every order of the agent there is.
+func (h *Hub) NotifiedSince(agentID string, gen uint64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.allAt > gen || h.notified[agentID] > gen
 }
 
 func wake(ch chan struct{}) {

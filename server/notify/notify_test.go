@@ -110,3 +110,28 @@ func BenchmarkHubSubscription(b *testing.B) {
 		r()
 	}
 }
+
+func TestNotifiedSince(t *testing.T) {
+	h := notify.NewHub()
+	g0 := h.Generation()
+	if h.NotifiedSince("a", g0) {
+		t.Fatal("notified before any notification")
+	}
+	h.Notify("a")
+	g1 := h.Generation()
+	if !h.NotifiedSince("a", g0) || h.NotifiedSince("a", g1) || h.NotifiedSince("b", g0) {
+		t.Fatal("Notify(a): want a notified since g0 only, b never")
+	}
+	h.Notify("b")
+	if h.NotifiedSince("a", g1) || !h.NotifiedSince("b", g1) {
+		t.Fatal("Notify(b) changed a, or not b")
+	}
+	g2 := h.Generation()
+	h.NotifyAll()
+	if !h.NotifiedSince("a", g2) || !h.NotifiedSince("never-seen", g2) {
+		t.Fatal("NotifyAll: want every agent notified")
+	}
+	if h.NotifiedSince("a", h.Generation()) {
+		t.Fatal("notified after the latest generation")
+	}
+}

@@ -209,6 +209,15 @@ func (n *Notifier) ConfigChanged() {
 // Waiting returns the number of polls waiting on this node (for metrics).
 func (n *Notifier) Waiting() int { return n.hub.Waiting() }
 
+// Generation and NotifiedSince are the local hub's (notify.Hub): the other
+// nodes' notifications reach it, and a lost connection ends in NotifyAll.
+func (n *Notifier) Generation() uint64 { return n.hub.Generation() }
+
+// NotifiedSince: see Generation.
+func (n *Notifier) NotifiedSince(agentID string, gen uint64) bool {
+	return n.hub.NotifiedSince(agentID, gen)
+}
+
 // Listening reports whether the listening connection is up: while it is
 // not, notifications from other nodes are missed, and once it is back
 // every waiting poll of this node looks at the store again.
