@@ -291,12 +291,7 @@ func (t *tracker) delivered(id string, at time.Time) {
 	defer t.mu.Unlock()
 	r := t.get(id)
 	r.delivered++
-	if r.firstDelivery.IsZero() || at.Before(r.firstDelivery) {
-		r.firstDelivery = at
-	}
-	if at.After(r.lastDelivery) {
-		r.lastDelivery = at
-	}
+	widen(&r.firstDelivery, &r.lastDelivery, at)
 }
 
 func (t *tracker) resulted(id string, at time.Time) {
@@ -304,11 +299,16 @@ func (t *tracker) resulted(id string, at time.Time) {
 	defer t.mu.Unlock()
 	r := t.get(id)
 	r.results++
-	if r.firstResult.IsZero() || at.Before(r.firstResult) {
-		r.firstResult = at
+	widen(&r.firstResult, &r.lastResult, at)
+}
+
+// widen moves first and last out to at.
+func widen(first, last *time.Time, at time.Time) {
+	if first.IsZero() || at.Before(*first) {
+		*first = at
 	}
-	if at.After(r.lastResult) {
-		r.lastResult = at
+	if at.After(*last) {
+		*last = at
 	}
 }
 

@@ -19,30 +19,11 @@ import (
 // its order is delivered again to the next poll.
 func TestDelivererServesConcurrentPollsTogether(t *testing.T) {
 	ctx := context.Background()
-	db, err := sqlite.Open(filepath.Join(t.TempDir(), "t.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	const n = 300
-	now := time.Now().UTC()
-	ids := make([]string, n)
-	r := &tether.CommandRequest{ID: uuid.NewString(), Target: tether.Target{Type: tether.TargetGroup, ID: "g"},
-		Action: tether.Action{Name: "restart"}, CreatedAt: now, Timeout: time.Hour}
-	var orders []*tether.Order
+	db, ids, orders := agentsWithAnOrder(t, n)
 	want := map[string]string{}
-	for i := range ids {
-		ids[i] = uuid.NewString()
-		if err := db.RegisterAgent(ctx, &tether.Agent{ID: ids[i], Name: "a", KeyHash: make([]byte, 32)}, "", now); err != nil {
-			t.Fatal(err)
-		}
-		o := &tether.Order{ID: uuid.NewString(), RequestID: r.ID, AgentID: ids[i], Action: r.Action,
-			Status: tether.OrderPending, CreatedAt: now, TimeoutAt: now.Add(time.Hour)}
-		orders = append(orders, o)
-		want[ids[i]] = o.ID
-	}
-	if err := db.CreateCommand(ctx, r, orders); err != nil {
-		t.Fatal(err)
+	for i, id := range ids {
+		want[id] = orders[i].ID
 	}
 
 	counting := &countingStore{CommandStore: db, hold: 2, release: make(chan struct{})}
@@ -93,28 +74,8 @@ func TestDelivererServesConcurrentPollsTogether(t *testing.T) {
 // is refused alone.
 func TestFinisherAppliesConcurrentReportsTogether(t *testing.T) {
 	ctx := context.Background()
-	db, err := sqlite.Open(filepath.Join(t.TempDir(), "t.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	const n = 300
-	now := time.Now().UTC()
-	ids := make([]string, n)
-	r := &tether.CommandRequest{ID: uuid.NewString(), Target: tether.Target{Type: tether.TargetGroup, ID: "g"},
-		Action: tether.Action{Name: "restart"}, CreatedAt: now, Timeout: time.Hour}
-	var orders []*tether.Order
-	for i := range ids {
-		ids[i] = uuid.NewString()
-		if err := db.RegisterAgent(ctx, &tether.Agent{ID: ids[i], Name: "a", KeyHash: make([]byte, 32)}, "", now); err != nil {
-			t.Fatal(err)
-		}
-		orders = append(orders, &tether.Order{ID: uuid.NewString(), RequestID: r.ID, AgentID: ids[i], Action: r.Action,
-			Status: tether.OrderPending, CreatedAt: now, TimeoutAt: now.Add(time.Hour)})
-	}
-	if err := db.CreateCommand(ctx, r, orders); err != nil {
-		t.Fatal(err)
-	}
+	db, ids, orders := agentsWithAnOrder(t, n)
 	counting := &countingStore{CommandStore: db, hold: 1, release: make(chan struct{})}
 	f := &finisher{store: counting, now: time.Now}
 	go func() {
@@ -154,6 +115,35 @@ func TestFinisherAppliesConcurrentReportsTogether(t *testing.T) {
 	if _, err := f.finish(ctx, []tether.Finish{{AgentID: ids[0], OrderID: orders[0].ID, Status: tether.OrderSent}}); tether.ErrorCode(err) != tether.EINVALID {
 		t.Errorf("a result that finishes nothing: %v, want invalid", err)
 	}
+}
+
+// agentsWithAnOrder opens a SQLite store with n agents and one pending
+// order each (orders[i] is ids[i]'s).
+func agentsWithAnOrder(t *testing.T, n int) (*sqlite.DB, []string, []*tether.Order) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := sqlite.Open(filepath.Join(t.TempDir(), "t.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	now := time.Now().UTC()
+	ids := make([]string, n)
+	r := &tether.CommandRequest{ID: uuid.NewString(), Target: tether.Target{Type: tether.TargetGroup, ID: "g"},
+		Action: tether.Action{Name: "restart"}, CreatedAt: now, Timeout: time.Hour}
+	orders := make([]*tether.Order, n)
+	for i := range ids {
+		ids[i] = uuid.NewString()
+		if err := db.RegisterAgent(ctx, &tether.Agent{ID: ids[i], Name: "a", KeyHash: make([]byte, 32)}, "", now); err != nil {
+			t.Fatal(err)
+		}
+		orders[i] = &tether.Order{ID: uuid.NewString(), RequestID: r.ID, AgentID: ids[i], Action: r.Action,
+			Status: tether.OrderPending, CreatedAt: now, TimeoutAt: now.Add(time.Hour)}
+	}
+	if err := db.CreateCommand(ctx, r, orders); err != nil {
+		t.Fatal(err)
+	}
+	return db, ids, orders
 }
 
 func waitFor(t *testing.T, cond func() bool) {
