@@ -79,8 +79,11 @@ const rootExample = `  # a dev server: tether-server dev (prints its admin token
   # ingest: 1,000 agents at 200 events/s each, 200-byte events
   tether-loadtest ... --agents 1000 --events-per-second 200 --event-size 200 --duration 60s
 
-  # 19,000 idle agents from several loopback addresses, compared to the baseline
-  tether-loadtest ... --agents 19000 --source-ips 127.0.0.2-127.0.0.20 --baseline -o json`
+  # 17,000 idle agents, a connection each (stay under ulimit -n, the server's too), against the baseline
+  tether-loadtest ... --agents 17000 --source-ips 127.0.0.2-127.0.0.9 --baseline -o json
+
+  # 100,000 agents, 6 per TLS connection (start the server with --max-waiting-polls 110000)
+  tether-loadtest ... --agents 100000 --agents-per-connection 6 --fanout --fanout-timeout 5m`
 
 // run executes the program with args and returns its exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
