@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -100,8 +99,8 @@ func runAgainst(ctx context.Context, o options, t target, stderr io.Writer) (*Re
 	defer f.close()
 	rep.Connections = len(f.conns)
 
-	server := newProcWatch(t.pid())
-	loader := newProcWatch(os.Getpid())
+	server := procWatch{pid: t.pid()}
+	loader := procWatch{pid: os.Getpid()}
 	before := server.sample()
 	loaderBefore := loader.sample()
 
@@ -329,8 +328,6 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 // procWatch samples a process (nothing when pid is 0).
 type procWatch struct{ pid int }
 
-func newProcWatch(pid int) procWatch { return procWatch{pid: pid} }
-
 func (p procWatch) sample() *procSample {
 	if p.pid == 0 {
 		return nil
@@ -358,5 +355,3 @@ func (p procWatch) stats(before, start, end *procSample, window time.Duration, a
 	}
 	return st
 }
-
-var errBaselineExited = errors.New("the baseline server exited")

@@ -228,9 +228,15 @@ func writeTable(w io.Writer, r *Report) error {
 		})
 	}
 	if r.CommandLatency != nil {
-		row("command latency p50", "command_latency_p50", func(c *Report) string { return latencyCell(c.CommandLatency, 0.5) })
-		row("command latency p99", "command_latency_p99", func(c *Report) string { return latencyCell(c.CommandLatency, 0.99) })
-		row("command latency max", "", func(c *Report) string { return latencyCell(c.CommandLatency, 1) })
+		row("command latency p50", "command_latency_p50", func(c *Report) string {
+			return latencyCell(c.CommandLatency, func(l *LatencyStats) float64 { return l.P50ms })
+		})
+		row("command latency p99", "command_latency_p99", func(c *Report) string {
+			return latencyCell(c.CommandLatency, func(l *LatencyStats) float64 { return l.P99ms })
+		})
+		row("command latency max", "", func(c *Report) string {
+			return latencyCell(c.CommandLatency, func(l *LatencyStats) float64 { return l.Maxms })
+		})
 		row("commands (answered / missing)", "", func(c *Report) string {
 			if c.CommandLatency == nil {
 				return "-"
@@ -275,17 +281,11 @@ func writeTable(w io.Writer, r *Report) error {
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
-func latencyCell(l *LatencyStats, p float64) string {
+func latencyCell(l *LatencyStats, get func(*LatencyStats) float64) string {
 	if l == nil || l.Count == 0 {
 		return "-"
 	}
-	switch p {
-	case 0.5:
-		return fmt.Sprintf("%.1f ms", l.P50ms)
-	case 0.99:
-		return fmt.Sprintf("%.1f ms", l.P99ms)
-	}
-	return fmt.Sprintf("%.1f ms", l.Maxms)
+	return fmt.Sprintf("%.1f ms", get(l))
 }
 
 func fanoutCell(f *FanoutStats, get func(*FanoutStats) float64) string {

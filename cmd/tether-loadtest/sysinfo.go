@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -104,16 +103,14 @@ type procSample struct {
 // clockTicks is USER_HZ, 100 on every Linux that Go supports.
 const clockTicks = 100
 
-var errNoProc = errors.New("no such process")
-
 func readProc(pid int) (procSample, error) {
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return procSample{}, errNoProc
+		return procSample{}, err
 	}
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return procSample{}, errNoProc
+		return procSample{}, err
 	}
 	// Fields after the command name, which is in parentheses and may
 	// hold spaces: utime and stime are the 14th and 15th fields overall.

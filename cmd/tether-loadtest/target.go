@@ -3,13 +3,10 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"strconv"
@@ -323,11 +320,4 @@ func tick(d time.Duration, f func()) (stop func()) {
 		}
 	}()
 	return func() { close(done); wg.Wait() }
-}
-
-// randomKey returns a key for an identity the baseline makes up.
-func randomKey() string {
-	b := make([]byte, 32)
-	_, _ = io.ReadFull(rand.Reader, b)
-	return hex.EncodeToString(b)
 }
