@@ -339,13 +339,14 @@ func (s *Sink) Write(ctx context.Context, b *tether.Batch) error {
 	defer cancel()
 	deadline, _ := ctx.Deadline()
 	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
+	id := b.ID()
 	for i, m := range msgs {
 		wait := time.Until(deadline)
 		if err := ctx.Err(); err != nil || wait <= 0 {
 			return s.timeout(ctx, b, len(futures), len(msgs))
 		}
 		opts := []jetstream.PublishOpt{jetstream.WithExpectStream(s.o.Stream), jetstream.WithStallWait(wait)}
-		if id := b.ID(); id != "" {
+		if id != "" {
 			opts = append(opts, jetstream.WithMsgID(id+"/"+strconv.Itoa(i)))
 		}
 		f, err := s.js.PublishMsgAsync(m, opts...)
