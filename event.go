@@ -25,6 +25,20 @@ const (
 	StateDelete StateOp = "delete"
 )
 
+// CheckStateOps checks that every event of events is stateless (no Op) or
+// has a known state operation: a Store's ApplyState and BeginBatch refuse
+// the batch with EINVALID otherwise.
+func CheckStateOps(events []Event) error {
+	for _, e := range events {
+		switch e.Op {
+		case "", StateUpsert, StateDelete:
+		default:
+			return FieldError("op", "unknown state operation %q", e.Op)
+		}
+	}
+	return nil
+}
+
 // Event is one event as received from an agent. Stateful events have a Key
 // and an Op; stateless ones have neither.
 type Event struct {

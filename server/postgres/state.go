@@ -22,7 +22,7 @@ func (db *DB) ApplyState(ctx context.Context, agentID string, seq uint64, events
 	if seq > math.MaxInt64 {
 		return tether.FieldError("seq", "over %d", int64(math.MaxInt64))
 	}
-	if err := checkOps(events); err != nil {
+	if err := tether.CheckStateOps(events); err != nil {
 		return err
 	}
 	return db.tx(ctx, func(tx pgx.Tx) error {
@@ -31,18 +31,6 @@ func (db *DB) ApplyState(ctx context.Context, agentID string, seq uint64, events
 		}
 		return applyState(ctx, tx, agentID, seq, events, at)
 	})
-}
-
-// checkOps refuses events with an unknown state operation.
-func checkOps(events []tether.Event) error {
-	for _, e := range events {
-		switch e.Op {
-		case "", tether.StateUpsert, tether.StateDelete:
-		default:
-			return tether.FieldError("op", "unknown state operation %q", e.Op)
-		}
-	}
-	return nil
 }
 
 // applyState applies the stateful events of the agent's batch seq in tx,

@@ -18,7 +18,7 @@ func (db *DB) BeginBatch(ctx context.Context, agentID string, seq uint64, state 
 	if seq == 0 || seq > math.MaxInt64 {
 		return 0, time.Time{}, tether.FieldError("sequence", "want 1 to %d", int64(math.MaxInt64))
 	}
-	if err := checkOps(state); err != nil {
+	if err := tether.CheckStateOps(state); err != nil {
 		return 0, time.Time{}, err
 	}
 	var (
