@@ -167,35 +167,32 @@ type countingStore struct {
 
 	mu   sync.Mutex
 	n    int
-	held int // polls in the held transaction
+	held int // calls in the held transaction
 }
 
 func (c *countingStore) DeliverOrders(ctx context.Context, ds []tether.Delivery, now time.Time) ([][]*tether.Order, error) {
-	c.mu.Lock()
-	c.n++
-	hold := c.n == c.hold
-	if hold {
-		c.held = len(ds)
-	}
-	c.mu.Unlock()
-	if hold {
-		<-c.release
-	}
+	c.count(len(ds))
 	return c.CommandStore.DeliverOrders(ctx, ds, now)
 }
 
 func (c *countingStore) FinishOrders(ctx context.Context, fs []tether.Finish, at time.Time) ([]tether.FinishOutcome, error) {
+	c.count(len(fs))
+	return c.CommandStore.FinishOrders(ctx, fs, at)
+}
+
+// count counts a transaction of n calls, and holds it until release is
+// closed when it is the one numbered hold.
+func (c *countingStore) count(n int) {
 	c.mu.Lock()
 	c.n++
 	hold := c.n == c.hold
 	if hold {
-		c.held = len(fs)
+		c.held = n
 	}
 	c.mu.Unlock()
 	if hold {
 		<-c.release
 	}
-	return c.CommandStore.FinishOrders(ctx, fs, at)
 }
 
 func (c *countingStore) firstHeld() int {
