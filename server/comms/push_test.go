@@ -20,7 +20,6 @@ import (
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
 	"github.com/klauspost/compress/zstd"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -384,14 +383,7 @@ func TestPushRateLimited(t *testing.T) {
 	if got := ce.Meta().Get("Retry-After"); got != "1" {
 		t.Errorf("Retry-After = %q, want 1 (second)", got)
 	}
-	var delay time.Duration
-	for _, d := range ce.Details() {
-		if v, err := d.Value(); err == nil {
-			if ri, ok := v.(*errdetails.RetryInfo); ok {
-				delay = ri.GetRetryDelay().AsDuration()
-			}
-		}
-	}
+	delay := retryInfo(ce)
 	if delay <= 500*time.Millisecond || delay > time.Second {
 		t.Errorf("RetryInfo delay = %s, want up to 1s", delay)
 	}
