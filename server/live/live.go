@@ -170,7 +170,6 @@ type Subscription struct {
 	events  int // in queue
 	bytes   int // of payloads in queue
 	skipped int // events skipped since the last Take
-	closed  bool
 }
 
 // push queues b, or counts its events as skipped when the queue is full or
@@ -217,10 +216,6 @@ func (s *Subscription) Take() (batches []*tether.Batch, skipped int) {
 func (s *Subscription) Close() {
 	s.hub.mu.Lock()
 	defer s.hub.mu.Unlock()
-	if s.closed {
-		return
-	}
-	s.closed = true
 	if _, ok := s.hub.subs[s]; ok {
 		delete(s.hub.subs, s)
 		close(s.done)
