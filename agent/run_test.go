@@ -176,8 +176,14 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // setupAgent starts f over TLS and writes a data directory enrolled with it.
 func setupAgent(t *testing.T, f *fakeComms) string {
 	t.Helper()
+	return setupWith(t, f, "poll_wait: 2s\nbatch_interval: 10ms\n")
+}
+
+// setupWith writes a data directory enrolled with a test server serving h.
+func setupWith(t *testing.T, h commsv1connect.AgentServiceHandler, yaml string) string {
+	t.Helper()
 	mux := http.NewServeMux()
-	mux.Handle(commsv1connect.NewAgentServiceHandler(f))
+	mux.Handle(commsv1connect.NewAgentServiceHandler(h))
 	srv := httptest.NewUnstartedServer(mux)
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
@@ -187,7 +193,7 @@ func setupAgent(t *testing.T, f *fakeComms) string {
 		Server: "https://mgmt:7444", CommsURLs: []string{srv.URL}, EnrolledAt: time.Now()})
 	os.WriteFile(filepath.Join(dir, agent.IdentityFile), ident, 0o600)
 	os.WriteFile(filepath.Join(dir, agent.CAFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644)
-	os.WriteFile(filepath.Join(dir, agent.ConfigFile), []byte("poll_wait: 2s\nbatch_interval: 10ms\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, agent.ConfigFile), []byte(yaml), 0o644)
 	return dir
 }
 

@@ -2,20 +2,12 @@ package agent_test
 
 import (
 	"context"
-	"encoding/json"
-	"encoding/pem"
 	"errors"
-	"net/http"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/tetherhq/tether/agent"
 	commsv1 "github.com/tetherhq/tether/gen/tether/comms/v1"
-	"github.com/tetherhq/tether/gen/tether/comms/v1/commsv1connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
@@ -42,24 +34,6 @@ func (b *busyComms) PushStateless(ctx context.Context, req *connect.Request[comm
 		return nil, ce
 	}
 	return b.fakeComms.PushStateless(ctx, req)
-}
-
-// setupWith writes a data directory enrolled with a test server serving h.
-func setupWith(t *testing.T, h commsv1connect.AgentServiceHandler, yaml string) string {
-	t.Helper()
-	mux := http.NewServeMux()
-	mux.Handle(commsv1connect.NewAgentServiceHandler(h))
-	srv := httptest.NewUnstartedServer(mux)
-	srv.EnableHTTP2 = true
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	dir := t.TempDir()
-	ident, _ := json.Marshal(agent.Identity{AgentID: "0b6f3c5e-4a0e-4c7e-9a51-8f0d2f6f1f2a", AgentKey: "k", Name: "web-1",
-		Server: "https://mgmt:7444", CommsURLs: []string{srv.URL}, EnrolledAt: time.Now()})
-	os.WriteFile(filepath.Join(dir, agent.IdentityFile), ident, 0o600)
-	os.WriteFile(filepath.Join(dir, agent.CAFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644)
-	os.WriteFile(filepath.Join(dir, agent.ConfigFile), []byte(yaml), 0o644)
-	return dir
 }
 
 // TestSenderWaitsTheServersDelay: refused with RESOURCE_EXHAUSTED, the
