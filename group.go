@@ -1,6 +1,10 @@
 package tether
 
-import "time"
+import (
+	"bytes"
+	"encoding/json"
+	"time"
+)
 
 // Group is a named set of agents with a centralized configuration.
 //
@@ -24,6 +28,20 @@ type Group struct {
 	// Members counts the agents that list the group; stores fill it in
 	// Group and Groups and ignore it on writes.
 	Members int
+}
+
+// ConfigDoc returns the document a Store keeps for g.ConfigJSON: "{}" when
+// it is empty, and EINVALID on the field "config" unless it is a JSON
+// object.
+func (g *Group) ConfigDoc() ([]byte, error) {
+	doc := bytes.TrimSpace(g.ConfigJSON)
+	if len(doc) == 0 {
+		return []byte("{}"), nil
+	}
+	if doc[0] != '{' || !json.Valid(doc) {
+		return nil, FieldError("config", "want a JSON object")
+	}
+	return g.ConfigJSON, nil
 }
 
 // GroupConfig is the centralized configuration of one group, as GetConfig

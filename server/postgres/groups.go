@@ -1,9 +1,7 @@
 package postgres
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -45,19 +43,6 @@ func getGroup(ctx context.Context, q queryer, name string) (*tether.Group, error
 	return g, nil
 }
 
-// configJSON returns the group's JSON document, "{}" when empty, and fails
-// unless it is a JSON object.
-func configJSON(g *tether.Group) ([]byte, error) {
-	doc := bytes.TrimSpace(g.ConfigJSON)
-	if len(doc) == 0 {
-		return []byte("{}"), nil
-	}
-	if doc[0] != '{' || !json.Valid(doc) {
-		return nil, tether.FieldError("config", "want a JSON object")
-	}
-	return g.ConfigJSON, nil
-}
-
 // CreateGroup stores a new group; a name in use is ECONFLICT. Zero
 // CreatedAt and UpdatedAt are set to the current time and an empty
 // ConfigJSON to "{}", and *g is updated to the group as stored.
@@ -65,7 +50,7 @@ func (db *DB) CreateGroup(ctx context.Context, g *tether.Group) error {
 	if err := tether.ValidateGroups("name", []string{g.Name}); err != nil {
 		return err
 	}
-	doc, err := configJSON(g)
+	doc, err := g.ConfigDoc()
 	if err != nil {
 		return err
 	}
@@ -112,7 +97,7 @@ func (db *DB) Groups(ctx context.Context) ([]*tether.Group, error) {
 // time (zero: the current time) of a created group, and updates *g to the
 // group as stored.
 func (db *DB) UpdateGroup(ctx context.Context, g *tether.Group) error {
-	doc, err := configJSON(g)
+	doc, err := g.ConfigDoc()
 	if err != nil {
 		return err
 	}
