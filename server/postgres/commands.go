@@ -617,23 +617,65 @@ func (db *DB) FinishOrder(ctx context.Context, agentID, orderID string, status t
 	return out[0].Order, out[0].Err
 }
 
-// FinishOrders applies results in one transaction.
+// finishSQL finishes one pending or sent order of the agent (NULL: a
+// server order) and returns it.
+const finishSQL = `UPDATE orders
+	SET status = $1, result_code = $2, result_message = $3, result_data = $4, finished_at = $5
+	WHERE id = $6 AND agent_id IS NOT DISTINCT FROM $7 AND status IN ('pending', 'sent')
+	RETURNING ` + orderColumns
+
+// FinishOrders applies results in one transaction and two round trips: the
+// updates, in order, then the reads of the orders they left unchanged
+// (unknown, another agent's, or finished already: none that a later update
+// of the batch can finish).
 func (db *DB) FinishOrders(ctx context.Context, fs []tether.Finish, at time.Time) ([]tether.FinishOutcome, error) {
 	if err := tether.CheckFinishes(fs); err != nil {
 		return nil, err
 	}
 	out := make([]tether.FinishOutcome, len(fs))
+	if len(fs) == 0 {
+		return out, nil
+	}
 	err := db.tx(ctx, func(tx pgx.Tx) error {
+		clear(out) // a transaction run again starts afresh
+		var updates pgx.Batch
 		for i, f := range fs {
-			o, finished, err := finishOrder(ctx, tx, f, timeArg(at))
-			if tether.ErrorCode(err) == tether.ENOTFOUND {
-				out[i].Err = err
+			res := f.Result
+			updates.Queue(finishSQL, string(f.Status), res.Code, text(res.Message), blobArg(res.Data), timeArg(at),
+				f.OrderID, agentArg(f.AgentID)).Query(func(rows pgx.Rows) error {
+				os, _, err := scanOrders(rows)
+				if len(os) > 0 {
+					out[i].Order, out[i].Finished = os[0], true
+				}
+				return err
+			})
+		}
+		if err := tx.SendBatch(ctx, &updates).Close(); err != nil {
+			return fmt.Errorf("finish order: %w", err)
+		}
+		var reads pgx.Batch
+		for i, f := range fs {
+			if out[i].Finished {
 				continue
 			}
-			if err != nil {
-				return err
-			}
-			out[i].Order, out[i].Finished = o, finished
+			reads.Queue(`SELECT `+orderColumns+` FROM orders WHERE id = $1`, f.OrderID).QueryRow(func(row pgx.Row) error {
+				o, _, err := scanOrder(row)
+				switch {
+				case errors.Is(err, pgx.ErrNoRows), err == nil && o.AgentID != f.AgentID:
+					out[i].Err = tether.NotFound("order", f.OrderID)
+					return nil
+				case err != nil:
+					return err
+				}
+				out[i].Order = o
+				return nil
+			})
+		}
+		if reads.Len() == 0 {
+			return nil
+		}
+		if err := tx.SendBatch(ctx, &reads).Close(); err != nil {
+			return fmt.Errorf("select order: %w", err)
 		}
 		return nil
 	})
@@ -641,32 +683,6 @@ func (db *DB) FinishOrders(ctx context.Context, fs []tether.Finish, at time.Time
 		return nil, err
 	}
 	return out, nil
-}
-
-// finishOrder applies one result of FinishOrders in tx; finished is true
-// when it changed the order.
-func finishOrder(ctx context.Context, tx queryer, f tether.Finish, at any) (o *tether.Order, finished bool, err error) {
-	res := f.Result
-	os, err := queryOrders(ctx, tx, "finish order", `UPDATE orders
-		SET status = $1, result_code = $2, result_message = $3, result_data = $4, finished_at = $5
-		WHERE id = $6 AND agent_id IS NOT DISTINCT FROM $7 AND status IN ('pending', 'sent')
-		RETURNING `+orderColumns,
-		string(f.Status), res.Code, text(res.Message), blobArg(res.Data), at, f.OrderID, agentArg(f.AgentID))
-	if err != nil {
-		return nil, false, err
-	}
-	if len(os) > 0 {
-		return os[0], true, nil
-	}
-	// Not changed: unknown, another agent's, or finished already (the only
-	// statuses left).
-	if o, err = getOrder(ctx, tx, f.OrderID); err != nil {
-		return nil, false, err
-	}
-	if o.AgentID != f.AgentID {
-		return nil, false, tether.NotFound("order", f.OrderID)
-	}
-	return o, false, nil
 }
 
 // ExpireOrders fails every pending or sent order whose time window ended at
