@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/tetherhq/tether/agent/modules"
 	"github.com/tetherhq/tether/api"
 )
 
@@ -97,7 +97,7 @@ func Enroll(ctx context.Context, opts EnrollOptions) (Identity, error) {
 		Name:       name,
 		CurrentKey: key,
 		Hostname:   host,
-		OS:         osDescription(),
+		OS:         modules.OSDescription(),
 		Arch:       runtime.GOARCH,
 		Version:    opts.Version,
 	})
@@ -173,32 +173,4 @@ func defaultCommsURL(server string) string {
 		return server
 	}
 	return "https://" + net.JoinHostPort(u.Hostname(), "7443")
-}
-
-// osDescription is runtime.GOOS plus the distribution's PRETTY_NAME, for
-// example "linux (Debian GNU/Linux 12 (bookworm))".
-func osDescription() string {
-	if pretty := osRelease("PRETTY_NAME"); pretty != "" {
-		return runtime.GOOS + " (" + pretty + ")"
-	}
-	return runtime.GOOS
-}
-
-func osRelease(key string) string {
-	for _, path := range []string{"/etc/os-release", "/usr/lib/os-release"} {
-		f, err := os.Open(path)
-		if err != nil {
-			continue
-		}
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			k, v, ok := strings.Cut(sc.Text(), "=")
-			if ok && k == key {
-				return strings.Trim(v, `"'`)
-			}
-		}
-		return ""
-	}
-	return ""
 }

@@ -245,7 +245,7 @@ func collectInventory(ctx context.Context, src InventorySources, version string)
 
 func collectHost(version string) hostDoc {
 	host, _ := os.Hostname()
-	h := hostDoc{Hostname: host, OS: osDescription(), Arch: runtime.GOARCH, IPs: []string{}, CPUs: runtime.NumCPU(), AgentVersion: version}
+	h := hostDoc{Hostname: host, OS: OSDescription(), Arch: runtime.GOARCH, IPs: []string{}, CPUs: runtime.NumCPU(), AgentVersion: version}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		h.Kernel = strings.TrimSpace(string(b))
 	}
@@ -261,9 +261,10 @@ func collectHost(version string) hostDoc {
 	return h
 }
 
-// osDescription is runtime.GOOS plus the distribution's PRETTY_NAME, for
-// example "linux (Debian GNU/Linux 12 (bookworm))", as at enrollment.
-func osDescription() string {
+// OSDescription is runtime.GOOS plus the distribution's PRETTY_NAME, for
+// example "linux (Debian GNU/Linux 12 (bookworm))": the host's os, in the
+// inventory and at enrollment.
+func OSDescription() string {
 	for _, path := range []string{"/etc/os-release", "/usr/lib/os-release"} {
 		b, err := os.ReadFile(path)
 		if err != nil {
