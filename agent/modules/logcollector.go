@@ -440,7 +440,6 @@ func (lc *logCollector) lines(t *tail) {
 		start += cut
 	}
 	t.buf = append(t.buf[:0], t.buf[start:]...)
-	t.dirty = true
 }
 
 func (lc *logCollector) emit(t *tail, p linePayload) {
