@@ -808,9 +808,6 @@ func (o *Outbox) remove(batch *Batch, drop bool) error {
 	return nil
 }
 
-// DeadLetters is how many batches were dropped as invalid, ever.
-func (o *Outbox) DeadLetters() uint64 { return o.dead.Load() }
-
 // LastSeq is the last batch sequence number handed out.
 func (o *Outbox) LastSeq() uint64 {
 	var n uint64

@@ -161,8 +161,8 @@ func TestOutboxBatchesAndSequenceReuse(t *testing.T) {
 	if b, _ := db.Outbox.Next(100, 1<<20); b != nil || db.Outbox.Len() != 0 {
 		t.Fatalf("outbox not empty: %+v len=%d", b, db.Outbox.Len())
 	}
-	if db.Outbox.DeadLetters() != 1 || db.Outbox.LastSeq() != 4 {
-		t.Fatalf("dead letters %d, last seq %d", db.Outbox.DeadLetters(), db.Outbox.LastSeq())
+	if db.Outbox.Stats().DeadLetters != 1 || db.Outbox.LastSeq() != 4 {
+		t.Fatalf("dead letters %d, last seq %d", db.Outbox.Stats().DeadLetters, db.Outbox.LastSeq())
 	}
 }
 
