@@ -7,6 +7,22 @@ import (
 	"time"
 )
 
+// ValidModule reports whether name is a module name: 1 to 64 characters of
+// [a-z0-9_.-]. Every event carries one; event filters name one.
+func ValidModule(name string) bool {
+	if len(name) == 0 || len(name) > 64 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '_', c == '.', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // PayloadEncoding says how to read an event's payload bytes.
 type PayloadEncoding string
 

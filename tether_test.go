@@ -3,6 +3,7 @@ package tether_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -176,6 +177,17 @@ func TestBatchID(t *testing.T) {
 	} {
 		if got := tt.b.ID(); got != tt.want {
 			t.Errorf("ID of %+v = %q, want %q", tt.b, got, tt.want)
+		}
+	}
+}
+
+func TestValidModule(t *testing.T) {
+	for name, want := range map[string]bool{
+		"logcollector": true, "agent": true, "a.b_c-1": true, strings.Repeat("a", 64): true,
+		"": false, strings.Repeat("a", 65): false, "Inventory": false, "a b": false, "a/b": false, "é": false,
+	} {
+		if got := tether.ValidModule(name); got != want {
+			t.Errorf("ValidModule(%q) = %v, want %v", name, got, want)
 		}
 	}
 }

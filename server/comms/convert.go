@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -34,8 +33,6 @@ const (
 	maxSequence = 1<<63 - 1
 )
 
-var moduleRE = regexp.MustCompile(`^[a-z0-9_.-]{1,64}$`)
-
 func timestamp(t time.Time) *timestamppb.Timestamp {
 	if t.IsZero() {
 		return nil
@@ -52,7 +49,7 @@ func eventFromProto(e *commsv1.Event) (tether.Event, error) {
 	switch {
 	case e.Id == "" || len(e.Id) > maxEventIDBytes:
 		return tether.Event{}, tether.FieldError("id", "want 1 to %d bytes", maxEventIDBytes)
-	case !moduleRE.MatchString(e.Module):
+	case !tether.ValidModule(e.Module):
 		return tether.Event{}, tether.FieldError("module", "want 1 to 64 characters of a-z, 0-9, '_', '.', '-'")
 	case e.Type == "" || len(e.Type) > maxEventTypeBytes || !utf8.ValidString(e.Type):
 		return tether.Event{}, tether.FieldError("type", "want 1 to %d bytes of UTF-8", maxEventTypeBytes)

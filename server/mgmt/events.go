@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"regexp"
 	"time"
 	"unicode/utf8"
 
@@ -15,9 +14,6 @@ import (
 	"github.com/tetherhq/tether/api"
 	"github.com/tetherhq/tether/server/live"
 )
-
-// moduleRE is the syntax of module names (as the comms API checks them).
-var moduleRE = regexp.MustCompile(`^[a-z0-9_.-]{1,64}$`)
 
 // eventStream streams the events this node accepts from now on, as
 // Server-Sent Events: an "event" event per event, in the order they were
@@ -35,7 +31,7 @@ func (s *Server) eventStream(w http.ResponseWriter, r *http.Request, _ *tether.T
 	if f.AgentID != "" && !tether.ValidID(f.AgentID) {
 		return tether.FieldError("agent", "want an agent id (a lowercase UUID)")
 	}
-	if f.Module != "" && !moduleRE.MatchString(f.Module) {
+	if f.Module != "" && !tether.ValidModule(f.Module) {
 		return tether.FieldError("module", "want 1 to 64 characters of a-z, 0-9, '_', '.', '-'")
 	}
 	ctx := r.Context()
